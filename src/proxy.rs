@@ -1,0 +1,955 @@
+//! The request path: key, lookup, decide, then serve from the store, revalidate, or fetch.
+//!
+//! ```text
+//! key      = policy::key::cache_key(request)          pure
+//! lookup   = store.get(key)                           sync: a lock held for an Arc clone
+//! decide   = policy::freshness::decide(entry, now)    pure
+//! fresh    → respond from the entry (Age, Cache-Status: hit)
+//! stale    → stale-while-revalidate, or revalidate (conditional request, 304 merges)
+//! miss     → coalesced fetch, streamed to the client while it is buffered for the store
+//! ```
+//!
+//! Upstream exchanges that may fill the store run in their own task ([`exchange`]), so a client
+//! that disconnects cancels neither the fill nor the followers waiting on it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
+    CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, RANGE, VARY,
+};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::body::{self, Body, BoxError};
+use crate::coalesce::{Coalescer, Flight, Leader, Outcome};
+use crate::metrics;
+use crate::policy::cache_control::{request_no_cache, FieldScope};
+use crate::policy::conditional::{self, Precondition};
+use crate::policy::freshness::{current_age, decide, freshness_lifetime, Stored};
+use crate::policy::headers::strip_hop_by_hop;
+use crate::policy::key::{cache_key, same_origin_key};
+use crate::policy::range::{self, RangeAnswer};
+use crate::policy::storable::storable;
+use crate::policy::vary::{self, VarySpec};
+use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, NotStorable, StoreRules};
+use crate::revalidate::Revalidator;
+use crate::store::{CachedResponse, Entry, Key, Store};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// How the proxy treats requests, beyond what the RFCs fix.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Responses larger than this are streamed through and not stored.
+    pub max_object_size: u64,
+    /// How long a coalesced request waits for its leader before fetching for itself.
+    pub coalesce_timeout: Duration,
+    /// What may be stored.
+    pub rules: StoreRules,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_object_size: 8 << 20,
+            coalesce_timeout: Duration::from_secs(10),
+            rules: StoreRules::default(),
+        }
+    }
+}
+
+/// What happened to a request, for metrics and the access log; attached to every response as an
+/// extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served fresh from the store.
+    Hit,
+    /// Fetched from upstream.
+    Miss,
+    /// Served stale (stale-while-revalidate, stale-if-error, or max-stale).
+    Stale,
+    /// Revalidated upstream with a 304.
+    Revalidated,
+    /// Served from another request's fetch.
+    Coalesced,
+    /// Not a cacheable request; passed through.
+    Bypass,
+    /// Answered with an error by the proxy itself.
+    Error,
+}
+
+impl CacheResult {
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+            CacheResult::Revalidated => "revalidated",
+            CacheResult::Coalesced => "coalesced",
+            CacheResult::Bypass => "bypass",
+            CacheResult::Error => "error",
+        }
+    }
+}
+
+/// Time spent waiting on the upstream for a request, attached as a response extension for the
+/// access log.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
+
+/// The caching proxy: cheap to clone, one per server.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    upstream: Upstream,
+    coalescer: Coalescer,
+    config: ProxyConfig,
+    revalidator: Revalidator,
+    next_index_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("store", &self.inner.store.name())
+            .field("upstream", &self.inner.upstream)
+            .finish()
+    }
+}
+
+/// A stored response found for a request.
+struct Found {
+    entry: Arc<Entry>,
+    key: Key,
+}
+
+impl Found {
+    fn response(&self) -> &CachedResponse {
+        self.entry
+            .response()
+            .expect("lookup only returns response entries")
+    }
+}
+
+enum Lookup {
+    Found(Found),
+    Miss(Fwd),
+}
+
+impl Proxy {
+    /// A proxy in front of `upstream`, caching in `store`, refreshing stale entries on
+    /// `revalidator`'s workers.
+    pub fn new(
+        store: Arc<dyn Store>,
+        upstream: Upstream,
+        config: ProxyConfig,
+        revalidator: Revalidator,
+    ) -> Self {
+        Proxy {
+            inner: Arc::new(Inner {
+                store,
+                upstream,
+                coalescer: Coalescer::default(),
+                config,
+                revalidator,
+                next_index_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The store behind this proxy.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Handles one client request.
+    pub async fn handle(&self, req: Request<Incoming>, client: Option<SocketAddr>) -> Response<Body> {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let mut resp = if policy::is_cacheable_method(&parts.method) {
+            self.inner.clone().lookup_and_serve(parts, client).await
+        } else {
+            let body = body.map_err(BoxError::from).boxed();
+            self.inner.clone().pass(parts, body, client).await
+        };
+        let result = *resp
+            .extensions_mut()
+            .get_or_insert_with(|| CacheResult::Error);
+        metrics::record_request(result, started.elapsed());
+        resp
+    }
+}
+
+impl Inner {
+    fn lookup(&self, key: &Key, headers: &HeaderMap) -> Lookup {
+        let Some(entry) = self.store.get(key) else {
+            return Lookup::Miss(Fwd::UriMiss);
+        };
+        match &*entry {
+            Entry::Response(r) => {
+                if vary::matches(&r.vary_values, headers) {
+                    Lookup::Found(Found {
+                        entry,
+                        key: key.clone(),
+                    })
+                } else {
+                    Lookup::Miss(Fwd::VaryMiss)
+                }
+            }
+            Entry::Variants { names, id } => {
+                let values = vary::request_values(headers, names);
+                let variant = vary::variant_key(key, *id, &values);
+                match self.store.get(&variant) {
+                    Some(e) if e.response().is_some() => Lookup::Found(Found {
+                        entry: e,
+                        key: variant,
+                    }),
+                    _ => Lookup::Miss(Fwd::VaryMiss),
+                }
+            }
+        }
+    }
+
+    async fn lookup_and_serve(self: Arc<Self>, parts: Parts, client: Option<SocketAddr>) -> Response<Body> {
+        let key = cache_key(&parts, "http");
+        let req_cc = CacheControl::from_headers(&parts.headers);
+        let no_cache = request_no_cache(&parts.headers, &req_cc);
+
+        let fwd = match self.lookup(&key, &parts.headers) {
+            Lookup::Found(found) => {
+                let now = SystemTime::now();
+                let stored = found.response();
+                let age = current_age(stored, now);
+                let decision = decide(
+                    Stored {
+                        cc: &stored.cc,
+                        lifetime: stored.lifetime,
+                        age,
+                    },
+                    &req_cc,
+                    no_cache,
+                );
+                match decision {
+                    Decision::Fresh { ttl } => {
+                        let result = if ttl > 0 {
+                            CacheResult::Hit
+                        } else {
+                            CacheResult::Stale
+                        };
+                        return serve_stored(&parts, stored, age, CacheStatus::hit(ttl), result);
+                    }
+                    Decision::StaleWhileRevalidate { ttl } => {
+                        self.refresh_in_background(&parts, &key, &found);
+                        let mut status = CacheStatus::hit(ttl);
+                        status.detail = Some("stale-while-revalidate".into());
+                        return serve_stored(&parts, stored, age, status, CacheResult::Stale);
+                    }
+                    Decision::Revalidate {
+                        ttl,
+                        stale_if_error,
+                    } => {
+                        if req_cc.only_if_cached {
+                            return only_if_cached_miss();
+                        }
+                        let fwd = if no_cache
+                            || req_cc.max_age.is_some_and(|m| age > m)
+                            || (ttl > 0 && !stored.cc.no_cache_all())
+                        {
+                            Fwd::Request
+                        } else {
+                            Fwd::Stale
+                        };
+                        return self
+                            .revalidate(parts, key, found, ttl, stale_if_error, fwd, client)
+                            .await;
+                    }
+                }
+            }
+            Lookup::Miss(fwd) => fwd,
+        };
+
+        if req_cc.only_if_cached {
+            return only_if_cached_miss();
+        }
+        // A HEAD or a range on a miss goes through as it is: neither yields a whole body to store.
+        if parts.method == Method::HEAD || parts.headers.contains_key(RANGE) {
+            let mut status = CacheStatus::forward(fwd);
+            status.detail = Some(if parts.method == Method::HEAD { "head" } else { "range" }.into());
+            return self.forward_uncached(parts, client, status).await;
+        }
+        let mut status = CacheStatus::forward(fwd);
+        match self.coalescer.join(&key) {
+            Flight::Leader(leader) => {
+                self.fetch(parts, key, Some(leader), None, status, client)
+                    .await
+            }
+            Flight::Follower(follower) => {
+                if let Some(entry) = follower.wait(self.config.coalesce_timeout).await {
+                    if let Some(stored) = entry.response() {
+                        if vary::matches(&stored.vary_values, &parts.headers) {
+                            status.fwd_status = Some(stored.status.as_u16());
+                            status.collapsed = true;
+                            let age = current_age(stored, SystemTime::now());
+                            status.ttl = Some(stored.lifetime as i64 - age as i64);
+                            return serve_stored(&parts, stored, age, status, CacheResult::Coalesced);
+                        }
+                    }
+                }
+                // The leader's response was not shareable, or not for us: fetch for ourselves.
+                self.fetch(parts, key, None, None, status, client).await
+            }
+        }
+    }
+
+    /// Revalidates a stored response in the foreground: a conditional request when it has
+    /// validators, a plain one otherwise; a 304 refreshes it, a full response replaces it.
+    #[allow(clippy::too_many_arguments)]
+    async fn revalidate(
+        self: Arc<Self>,
+        parts: Parts,
+        key: Key,
+        found: Found,
+        ttl: i64,
+        stale_if_error: bool,
+        fwd: Fwd,
+        client: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let primary = cache_key(&parts, "http");
+        let mut status = CacheStatus::forward(fwd);
+        status.ttl = Some(ttl);
+        match self.coalescer.join(&found.key) {
+            Flight::Follower(follower) => {
+                if let Some(entry) = follower.wait(self.config.coalesce_timeout).await {
+                    if let Some(stored) = entry.response() {
+                        if vary::matches(&stored.vary_values, &parts.headers) {
+                            status.collapsed = true;
+                            status.fwd_status = Some(stored.status.as_u16());
+                            let age = current_age(stored, SystemTime::now());
+                            status.ttl = Some(stored.lifetime as i64 - age as i64);
+                            return serve_stored(&parts, stored, age, status, CacheResult::Coalesced);
+                        }
+                    }
+                }
+                let stale = Stale {
+                    entry: found.entry,
+                    serve_on_error: stale_if_error,
+                };
+                self.fetch(parts, primary, None, Some(stale), status, client)
+                    .await
+            }
+            Flight::Leader(leader) => {
+                let _ = key;
+                let stale = Stale {
+                    entry: found.entry,
+                    serve_on_error: stale_if_error,
+                };
+                self.fetch(parts, primary, Some(leader), Some(stale), status, client)
+                    .await
+            }
+        }
+    }
+
+    /// Queues a background refresh of a stale entry (RFC 5861 stale-while-revalidate). One key is
+    /// refreshed once at a time (the coalescer's leader role); a full queue drops the refresh.
+    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, _key: &Key, found: &Found) {
+        let Flight::Leader(leader) = self.coalescer.join(&found.key) else {
+            return; // already being refreshed
+        };
+        let inner = Arc::clone(self);
+        let primary = cache_key(parts, "http");
+        let request = fill_request_headers(&parts.headers);
+        let uri = parts.uri.clone();
+        let version = parts.version;
+        let stale = Stale {
+            entry: Arc::clone(&found.entry),
+            serve_on_error: false,
+        };
+        let job = async move {
+            let upstream_request =
+                inner
+                    .upstream
+                    .prepare(Method::GET, &uri, &request.0, version, None, body::empty());
+            let (tx, _rx) = oneshot::channel();
+            exchange(inner, upstream_request, request, primary, Some(leader), Some(stale), tx).await;
+        };
+        if !self.revalidator.try_submit(Box::pin(job)) {
+            metrics::record_refresh_dropped();
+        }
+    }
+
+    /// Fetches a GET for the store: the exchange runs in its own task; this waits for the response
+    /// head and streams the body as it arrives.
+    async fn fetch(
+        self: Arc<Self>,
+        parts: Parts,
+        key: Key,
+        leader: Option<Leader>,
+        stale: Option<Stale>,
+        mut status: CacheStatus,
+        client: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let request = fill_request_headers(&parts.headers);
+        let mut upstream_headers = request.0.clone();
+        if let Some(s) = &stale {
+            if let Some(stored) = s.entry.response() {
+                for (name, value) in conditional::revalidation_headers(&stored.headers) {
+                    upstream_headers.insert(name, value);
+                }
+            }
+        }
+        let upstream_request = self.upstream.prepare(
+            Method::GET,
+            &parts.uri,
+            &upstream_headers,
+            parts.version,
+            client,
+            body::empty(),
+        );
+        let (tx, rx) = oneshot::channel();
+        let inner = Arc::clone(&self);
+        tokio::spawn(exchange(inner, upstream_request, request, key, leader, stale, tx));
+        let head = match rx.await {
+            Ok(head) => head,
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream exchange failed",
+                    status,
+                    None,
+                )
+            }
+        };
+        match head {
+            Head::Failed(e, elapsed) => {
+                status.detail = Some(match &e {
+                    UpstreamError::Timeout(_) => "upstream-timeout".into(),
+                    UpstreamError::Unreachable(_) => "upstream-unreachable".into(),
+                });
+                error_response(e.status(), &e.to_string(), status, Some(elapsed))
+            }
+            Head::StaleOnError { entry, fwd_status, elapsed } => {
+                let stored = entry.response().expect("stale entries are responses");
+                let age = current_age(stored, SystemTime::now());
+                status.fwd_status = fwd_status;
+                status.ttl = Some(stored.lifetime as i64 - age as i64);
+                status.detail = Some("stale-if-error".into());
+                let mut resp = serve_stored(&parts, stored, age, status, CacheResult::Stale);
+                resp.extensions_mut().insert(UpstreamTime(elapsed));
+                resp
+            }
+            Head::Refreshed { entry, elapsed } => {
+                let stored = entry.response().expect("refreshed entries are responses");
+                let age = current_age(stored, SystemTime::now());
+                status.fwd_status = Some(304);
+                status.ttl = Some(stored.lifetime as i64 - age as i64);
+                status.stored = true;
+                let mut resp = serve_stored(&parts, stored, age, status, CacheResult::Revalidated);
+                resp.extensions_mut().insert(UpstreamTime(elapsed));
+                resp
+            }
+            Head::Streaming {
+                mut head,
+                verdict,
+                body,
+                elapsed,
+            } => {
+                status.fwd_status = Some(head.status.as_u16());
+                match verdict {
+                    Ok(ttl) => {
+                        status.stored = true;
+                        status.ttl = Some(ttl);
+                    }
+                    Err(reason) => status.detail = Some(reason.to_string()),
+                }
+                if parts.method == Method::GET {
+                    let pre = conditional::evaluate(&parts.headers, &head.headers, head.status);
+                    if pre != Precondition::Pass {
+                        // The fill continues in its task; this client only needs the verdict.
+                        drop(body);
+                        let mut resp = precondition_response(pre, &head.headers, status);
+                        resp.extensions_mut().insert(CacheResult::Miss);
+                        resp.extensions_mut().insert(UpstreamTime(elapsed));
+                        return resp;
+                    }
+                }
+                head.headers.append(CACHE_STATUS, status.header_value());
+                let mut resp = Response::from_parts(head, body);
+                resp.extensions_mut().insert(CacheResult::Miss);
+                resp.extensions_mut().insert(UpstreamTime(elapsed));
+                resp
+            }
+        }
+    }
+
+    /// Forwards a request that will not be stored (HEAD or Range on a miss), streaming the answer.
+    async fn forward_uncached(
+        self: Arc<Self>,
+        parts: Parts,
+        client: Option<SocketAddr>,
+        mut status: CacheStatus,
+    ) -> Response<Body> {
+        let request = self.upstream.prepare(
+            parts.method.clone(),
+            &parts.uri,
+            &parts.headers,
+            parts.version,
+            client,
+            body::empty(),
+        );
+        let started = Instant::now();
+        match self.upstream.send(request).await {
+            Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
+            Ok(resp) => {
+                let elapsed = started.elapsed();
+                metrics::record_upstream(elapsed);
+                let (mut head, body) = resp.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                status.fwd_status = Some(head.status.as_u16());
+                head.headers.append(CACHE_STATUS, status.header_value());
+                let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
+                resp.extensions_mut().insert(CacheResult::Miss);
+                resp.extensions_mut().insert(UpstreamTime(elapsed));
+                resp
+            }
+        }
+    }
+
+    /// Passes a request with a method we do not cache, and invalidates what a successful unsafe
+    /// request changed (RFC 9111 4.4).
+    async fn pass(self: Arc<Self>, parts: Parts, body: Body, client: Option<SocketAddr>) -> Response<Body> {
+        let mut status = CacheStatus::forward(Fwd::Bypass);
+        status.detail = Some("method".into());
+        let key = cache_key(&parts, "http");
+        let request = self.upstream.prepare(
+            parts.method.clone(),
+            &parts.uri,
+            &parts.headers,
+            parts.version,
+            client,
+            body,
+        );
+        let started = Instant::now();
+        match self.upstream.send(request).await {
+            Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
+            Ok(resp) => {
+                let elapsed = started.elapsed();
+                metrics::record_upstream(elapsed);
+                let (mut head, body) = resp.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                if policy::invalidates(&parts.method, head.status) {
+                    self.invalidate(&key);
+                    for name in [LOCATION, CONTENT_LOCATION] {
+                        if let Some(target) = head
+                            .headers
+                            .get(&name)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| same_origin_key(&key, v))
+                        {
+                            self.invalidate(&target);
+                        }
+                    }
+                }
+                status.fwd_status = Some(head.status.as_u16());
+                head.headers.append(CACHE_STATUS, status.header_value());
+                let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
+                resp.extensions_mut().insert(CacheResult::Bypass);
+                resp.extensions_mut().insert(UpstreamTime(elapsed));
+                resp
+            }
+        }
+    }
+
+    /// Removes what is stored for a URL: its response, or its variant index (which orphans every
+    /// variant under it for good; see [`Entry::Variants`]).
+    fn invalidate(&self, key: &Key) {
+        self.store.remove(key);
+    }
+
+    /// Stores a complete response under `primary`, through a variant index when it has `Vary`.
+    fn store_response(&self, primary: &Key, request: &HeaderMap, mut response: CachedResponse) -> Arc<Entry> {
+        match vary::vary_spec(&response.headers) {
+            VarySpec::Names(names) => {
+                // Reuse the index when it names the same headers, so sibling variants survive.
+                let id = match self.store.get(primary).as_deref() {
+                    Some(Entry::Variants { names: n, id }) if *n == names => *id,
+                    _ => {
+                        let id = self.next_index_id.fetch_add(1, Ordering::Relaxed);
+                        self.store.insert(
+                            primary.clone(),
+                            Arc::new(Entry::Variants {
+                                names: names.clone(),
+                                id,
+                            }),
+                        );
+                        id
+                    }
+                };
+                response.vary_values = vary::request_values(request, &names);
+                let variant = vary::variant_key(primary, id, &response.vary_values);
+                let entry = Arc::new(Entry::Response(response));
+                self.store.insert(variant, Arc::clone(&entry));
+                entry
+            }
+            VarySpec::None | VarySpec::Star => {
+                response.vary_values.clear();
+                let entry = Arc::new(Entry::Response(response));
+                self.store.insert(primary.clone(), Arc::clone(&entry));
+                entry
+            }
+        }
+    }
+}
+
+/// A stale response a fetch may fall back on or refresh.
+struct Stale {
+    entry: Arc<Entry>,
+    /// `stale-if-error` allows serving it when the upstream fails.
+    serve_on_error: bool,
+}
+
+/// What an exchange reports once the upstream's response head is in.
+enum Head {
+    Failed(UpstreamError, Duration),
+    /// The upstream failed and the stale entry may be served instead.
+    StaleOnError {
+        entry: Arc<Entry>,
+        fwd_status: Option<u16>,
+        elapsed: Duration,
+    },
+    /// A 304 refreshed the stored entry.
+    Refreshed { entry: Arc<Entry>, elapsed: Duration },
+    /// A full response: its head, whether it will be stored (with its ttl), and the body.
+    Streaming {
+        head: http::response::Parts,
+        verdict: Result<i64, NotStorable>,
+        body: Body,
+        elapsed: Duration,
+    },
+}
+
+/// The request headers used for a cache fill, kept to decide storability and Vary.
+struct FillRequest(HeaderMap);
+
+/// The client's headers less its own conditionals and range: a fill asks for the whole, current
+/// response so that it can be stored, and the client's conditions are then answered locally.
+fn fill_request_headers(headers: &HeaderMap) -> FillRequest {
+    let mut h = headers.clone();
+    for name in [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+    ] {
+        h.remove(name);
+    }
+    FillRequest(h)
+}
+
+const CLIENT_CHANNEL_FRAMES: usize = 16;
+
+/// One upstream exchange that may fill the store. Runs in its own task or on a revalidation worker;
+/// reports the response head on `report` (ignored when nobody listens) and keeps reading the body
+/// for the store even after the client is gone.
+async fn exchange(
+    inner: Arc<Inner>,
+    request: Request<Body>,
+    fill: FillRequest,
+    key: Key,
+    leader: Option<Leader>,
+    stale: Option<Stale>,
+    report: oneshot::Sender<Head>,
+) {
+    let request_time = SystemTime::now();
+    let started = Instant::now();
+    let sent = inner.upstream.send(request).await;
+    let elapsed = started.elapsed();
+    let response_time = SystemTime::now();
+    metrics::record_upstream(elapsed);
+
+    let response = match sent {
+        Err(e) => {
+            let head = match stale {
+                Some(s) if s.serve_on_error => Head::StaleOnError {
+                    entry: s.entry,
+                    fwd_status: None,
+                    elapsed,
+                },
+                _ => Head::Failed(e, elapsed),
+            };
+            let _ = report.send(head);
+            return; // `leader` drops here: followers fetch for themselves.
+        }
+        Ok(r) => r,
+    };
+    let (mut head, mut body) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+
+    if let Some(s) = &stale {
+        let stored = s.entry.response().expect("stale entries are responses");
+        if head.status == StatusCode::NOT_MODIFIED
+            && conditional::not_modified_applies(&stored.headers, &head.headers)
+        {
+            let mut refreshed = stored.clone();
+            refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
+            refreshed.request_time = request_time;
+            refreshed.response_time = response_time;
+            refreshed.cc = CacheControl::from_headers(&refreshed.headers);
+            refreshed.lifetime = freshness_lifetime(
+                refreshed.status,
+                &refreshed.headers,
+                &refreshed.cc,
+                response_time,
+                &inner.config.rules.heuristics,
+            )
+            .map_or(0, |l| l.seconds);
+            let entry = inner.store_response(&key, &fill.0, refreshed);
+            if let Some(l) = leader {
+                l.finish(Outcome::Shared(Arc::clone(&entry)));
+            }
+            let _ = report.send(Head::Refreshed { entry, elapsed });
+            return;
+        }
+        if s.serve_on_error && head.status.is_server_error() {
+            // Keep the stale entry; a 5xx must not replace it.
+            let _ = report.send(Head::StaleOnError {
+                entry: Arc::clone(&s.entry),
+                fwd_status: Some(head.status.as_u16()),
+                elapsed,
+            });
+            return;
+        }
+    }
+
+    let mut verdict = storable(
+        &Method::GET,
+        &fill.0,
+        head.status,
+        &head.headers,
+        &inner.config.rules,
+    );
+    let max = inner.config.max_object_size;
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if verdict.is_ok() && declared.is_some_and(|n| n > max) {
+        verdict = Err(NotStorable::TooLarge);
+    }
+    let cc = CacheControl::from_headers(&head.headers);
+    let lifetime = freshness_lifetime(
+        head.status,
+        &head.headers,
+        &cc,
+        response_time,
+        &inner.config.rules.heuristics,
+    )
+    .map_or(0, |l| l.seconds);
+    let ttl_verdict = verdict.map(|()| lifetime as i64);
+
+    let (client_tx, client_rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
+    let client_body: Body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(client_rx)));
+    let mut client_head = head.clone();
+    client_head.headers = head.headers.clone();
+    let listening = report
+        .send(Head::Streaming {
+            head: client_head,
+            verdict: ttl_verdict,
+            body: client_body,
+            elapsed,
+        })
+        .is_ok();
+    let mut client = listening.then_some(client_tx);
+
+    let mut buffer = verdict.is_ok().then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(buf)) = (frame.data_ref(), buffer.as_mut()) {
+                    if buf.len() as u64 + data.len() as u64 > max {
+                        buffer = None;
+                    } else {
+                        buf.extend_from_slice(data);
+                    }
+                }
+                if let Some(tx) = &client {
+                    if tx.send(Ok(frame)).await.is_err() {
+                        client = None; // the client left; keep filling for the store
+                    }
+                }
+                if client.is_none() && buffer.is_none() {
+                    return; // nobody needs the rest
+                }
+            }
+            Some(Err(e)) => {
+                // A truncated body must never become an entry: drop the buffer, fail the client's
+                // stream so it sees the cut too, and let the leader release the followers.
+                if let Some(tx) = &client {
+                    let _ = tx.send(Err(Box::new(e))).await;
+                }
+                return;
+            }
+        }
+    }
+    let Some(buffer) = buffer else { return };
+    let Ok(()) = verdict else { return };
+    let mut headers = head.headers;
+    strip_unshareable_fields(&mut headers, &cc);
+    let response = CachedResponse {
+        status: head.status,
+        headers,
+        body: buffer.freeze(),
+        request_time,
+        response_time,
+        vary_values: Vec::new(),
+        cc,
+        lifetime,
+    };
+    let entry = inner.store_response(&key, &fill.0, response);
+    if let Some(l) = leader {
+        l.finish(Outcome::Shared(entry));
+    }
+}
+
+/// Removes the fields a shared cache must not store (`private="..."`) or must not send without
+/// revalidation (`no-cache="..."`), RFC 9111 5.2.2.4 and 5.2.2.7.
+fn strip_unshareable_fields(headers: &mut HeaderMap, cc: &CacheControl) {
+    for scope in [&cc.private, &cc.no_cache].into_iter().flatten() {
+        if let FieldScope::Fields(names) = scope {
+            for name in names {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(n);
+                }
+            }
+        }
+    }
+}
+
+/// The `Cache-Status` header name (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Builds the response for a stored entry: client preconditions, ranges, HEAD, `Age` and
+/// `Cache-Status`.
+fn serve_stored(
+    parts: &Parts,
+    stored: &CachedResponse,
+    age: u64,
+    status: CacheStatus,
+    result: CacheResult,
+) -> Response<Body> {
+    let pre = if parts.method == Method::GET || parts.method == Method::HEAD {
+        conditional::evaluate(&parts.headers, &stored.headers, stored.status)
+    } else {
+        Precondition::Pass
+    };
+    if pre != Precondition::Pass {
+        let mut resp = precondition_response(pre, &stored.headers, status);
+        resp.headers_mut().insert(AGE, HeaderValue::from(age));
+        resp.extensions_mut().insert(result);
+        return resp;
+    }
+    let mut headers = stored.headers.clone();
+    headers.insert(AGE, HeaderValue::from(age));
+    let len = stored.body.len() as u64;
+    let (code, body) = match (parts.method == Method::GET && stored.status == StatusCode::OK)
+        .then(|| range::answer(&parts.headers, &stored.headers, len))
+    {
+        Some(RangeAnswer::Partial { start, end }) => {
+            headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
+            );
+            (
+                StatusCode::PARTIAL_CONTENT,
+                stored.body.slice(start as usize..=end as usize),
+            )
+        }
+        Some(RangeAnswer::Unsatisfiable) => {
+            headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+        }
+        _ => (stored.status, stored.body.clone()),
+    };
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.append(CACHE_STATUS, status.header_value());
+    let body = if parts.method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(body)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = code;
+    *resp.headers_mut() = headers;
+    resp.extensions_mut().insert(result);
+    resp
+}
+
+/// A 304 (with the fields RFC 9110 15.4.5 says it carries) or a 412.
+fn precondition_response(pre: Precondition, stored: &HeaderMap, status: CacheStatus) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    if pre == Precondition::Failed {
+        *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
+    } else {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, VARY, LAST_MODIFIED] {
+            for v in stored.get_all(&name) {
+                resp.headers_mut().append(name.clone(), v.clone());
+            }
+        }
+    }
+    resp.headers_mut().append(CACHE_STATUS, status.header_value());
+    resp
+}
+
+/// A short plain-text error from the proxy itself.
+fn error_response(
+    code: StatusCode,
+    reason: &str,
+    status: CacheStatus,
+    upstream_time: Option<Duration>,
+) -> Response<Body> {
+    let mut resp = Response::new(body::full(format!("{reason}\n")));
+    *resp.status_mut() = code;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.append(CACHE_STATUS, status.header_value());
+    resp.extensions_mut().insert(CacheResult::Error);
+    if let Some(t) = upstream_time {
+        resp.extensions_mut().insert(UpstreamTime(t));
+    }
+    resp
+}
+
+/// RFC 9111 5.2.1.7: `only-if-cached` with nothing usable stored is answered 504.
+fn only_if_cached_miss() -> Response<Body> {
+    let mut status = CacheStatus::forward(Fwd::Miss);
+    status.fwd = None;
+    status.detail = Some("only-if-cached".into());
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "only-if-cached: no stored response can be used",
+        status,
+        None,
+    )
+}

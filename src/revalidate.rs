@@ -1,0 +1,69 @@
+//! Background refreshes (RFC 5861 stale-while-revalidate) on a bounded pool of workers.
+//!
+//! Jobs arrive on a bounded channel. When it is full the refresh is dropped, never queued without
+//! bound and never waited for: the client has already been served the stale entry, and the next
+//! request after the entry goes out of its window will revalidate in the foreground anyway.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+
+/// One refresh, ready to run.
+pub type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The handle requests submit refreshes through.
+#[derive(Debug, Clone)]
+pub struct Revalidator {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The workers, kept by whoever shuts the server down.
+#[derive(Debug)]
+pub struct Workers {
+    set: JoinSet<()>,
+}
+
+impl Revalidator {
+    /// Starts `workers` workers fed by a channel of `queue` jobs.
+    pub fn start(workers: usize, queue: usize) -> (Revalidator, Workers) {
+        let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
+        // A tokio Mutex: a worker holds it across `recv().await`, which is exactly the wait it
+        // exists to serialise, and no other lock is taken while it is held.
+        let rx = Arc::new(Mutex::new(rx));
+        let mut set = JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let rx = Arc::clone(&rx);
+            set.spawn(async move {
+                loop {
+                    let job = rx.lock().await.recv().await;
+                    match job {
+                        Some(job) => job.await,
+                        None => break, // every sender is gone: shutting down
+                    }
+                }
+            });
+        }
+        (Revalidator { tx }, Workers { set })
+    }
+
+    /// Queues a job; false when the queue is full (the job is dropped) or the pool is shut down.
+    pub fn try_submit(&self, job: Job) -> bool {
+        self.tx.try_send(job).is_ok()
+    }
+}
+
+impl Workers {
+    /// Waits for the workers to finish their current and queued jobs. Call after every
+    /// [`Revalidator`] handle is dropped, or it waits for them.
+    pub async fn drain(mut self) {
+        while self.set.join_next().await.is_some() {}
+    }
+
+    /// Stops the workers at once, abandoning their jobs.
+    pub fn abort(mut self) {
+        self.set.abort_all();
+    }
+}

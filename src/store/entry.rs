@@ -1,0 +1,170 @@
+//! What the store holds: keys and entries, and how many bytes each one is charged.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode};
+
+use crate::policy::CacheControl;
+
+/// Bytes charged to every entry on top of its key, headers and body, for the map slot, the `Arc`
+/// and the bookkeeping around it. The same constant is used by every backend so that their
+/// capacities mean the same thing.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// A cache key. Cheap to clone (a shared string), compared by value.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// Builds a key from any string.
+    pub fn new(s: impl Into<Arc<str>>) -> Self {
+        Key(s.into())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes, as charged to the entry stored under it.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for the empty key.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Self {
+        Key::new(s)
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Self {
+        Key::new(s)
+    }
+}
+
+/// A stored response: status, headers and the whole body, with the two clock readings RFC 9111
+/// section 4.2.3 needs to compute its age.
+#[derive(Debug, Clone)]
+pub struct CachedResponse {
+    /// The response status.
+    pub status: StatusCode,
+    /// Response headers as received, less hop-by-hop headers.
+    pub headers: HeaderMap,
+    /// The complete body. A truncated body is never turned into a `CachedResponse`.
+    pub body: Bytes,
+    /// When the request that produced this response was sent upstream.
+    pub request_time: SystemTime,
+    /// When the response headers arrived.
+    pub response_time: SystemTime,
+    /// The request header values this response was selected by (names from its `Vary`),
+    /// normalised; empty when the response has no `Vary`.
+    pub vary_values: Vec<(HeaderName, Option<String>)>,
+    /// The response's `Cache-Control`, parsed once when it was stored.
+    pub cc: CacheControl,
+    /// Freshness lifetime in seconds, computed once when it was stored (RFC 9111 4.2.1).
+    pub lifetime: u64,
+}
+
+/// One stored value.
+///
+/// A URL whose response carries `Vary` is stored as an index under the URL's key that names the
+/// request headers to select by, and one response per variant under a secondary key; see
+/// `policy::vary`. Making the two an enum keeps a lookup from ever mistaking one for the other.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A response, served when fresh.
+    Response(CachedResponse),
+    /// The request header names the responses for this URL vary on, and the id that the variant
+    /// keys of this index carry: removing the index orphans its variants for good, so a later
+    /// index for the same URL can never resurrect an invalidated variant.
+    Variants {
+        /// Lowercase, sorted, distinct names.
+        names: Vec<HeaderName>,
+        /// Unique per index.
+        id: u64,
+    },
+}
+
+impl Entry {
+    /// Bytes this entry is charged under `key`: key, header names and values, body, and a fixed
+    /// overhead. Every backend uses this one function.
+    pub fn charge(&self, key: &Key) -> u64 {
+        let body_and_headers = match self {
+            Entry::Response(r) => {
+                let headers: usize = r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                    .sum();
+                let vary: usize = r
+                    .vary_values
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, |v| v.len()))
+                    .sum();
+                r.body.len() + headers + vary
+            }
+            Entry::Variants { names, .. } => names.iter().map(|n| n.as_str().len() + 8).sum(),
+        };
+        ENTRY_OVERHEAD + key.len() as u64 + body_and_headers as u64
+    }
+
+    /// The response, if this entry is one.
+    pub fn response(&self) -> Option<&CachedResponse> {
+        match self {
+            Entry::Response(r) => Some(r),
+            Entry::Variants { .. } => None,
+        }
+    }
+
+    /// A synthetic response entry with a body of `body_len` bytes; used by tests, benchmarks and
+    /// trace replay where only the size matters.
+    pub fn synthetic(body_len: usize) -> Entry {
+        // Shared zeroes: a trace replay of millions of requests must not allocate each body.
+        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+        let body = if body_len <= ZEROS.len() {
+            Bytes::from_static(&ZEROS[..body_len])
+        } else {
+            Bytes::from(vec![0u8; body_len])
+        };
+        let now = SystemTime::now();
+        Entry::Response(CachedResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body,
+            request_time: now,
+            response_time: now,
+            vary_values: Vec::new(),
+            cc: CacheControl::default(),
+            lifetime: u64::from(u32::MAX),
+        })
+    }
+}

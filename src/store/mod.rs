@@ -1,0 +1,105 @@
+//! The in-memory store: one synchronous trait and the backends behind it.
+//!
+//! The trait is synchronous on purpose. A method that cannot `.await` cannot hold a lock while
+//! the network is waited on, so the rule "no lock is held across upstream I/O" is enforced by the
+//! type system rather than by review. A lookup takes a lock, clones an `Arc`, and lets go.
+
+mod clock;
+mod entry;
+mod moka;
+mod rwlock;
+mod sharded;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use self::entry::{CachedResponse, Entry, Key, ENTRY_OVERHEAD};
+pub use self::moka::{MokaPolicy, MokaStore};
+pub use self::rwlock::RwLockStore;
+pub use self::sharded::ShardedStore;
+
+/// A bounded, evicting map from cache keys to shared entries.
+///
+/// Every implementation holds at most the number of bytes it was built with, counting each entry
+/// by [`Entry::charge`], and evicts to stay under it. Implementations must be cheap to call from
+/// many threads at once: a `get` is on the path of every hit.
+pub trait Store: Send + Sync + 'static {
+    /// Looks a key up, returning a clone of the shared entry (a pointer copy, never the body).
+    fn get(&self, key: &Key) -> Option<Arc<Entry>>;
+    /// Inserts or replaces an entry, evicting others if the store is over its capacity. An entry
+    /// larger than the whole capacity is not stored.
+    fn insert(&self, key: Key, entry: Arc<Entry>);
+    /// Removes one key, returning what was stored there.
+    fn remove(&self, key: &Key) -> Option<Arc<Entry>>;
+    /// Removes every entry for which `keep` returns false; used by purges, which are rare, so a
+    /// full pass is acceptable.
+    fn retain(&self, keep: &dyn Fn(&Key, &Entry) -> bool);
+    /// Bytes held, as counted by [`Entry::charge`].
+    fn weighted_size(&self) -> u64;
+    /// Number of entries held.
+    fn entry_count(&self) -> u64;
+    /// Entries evicted for capacity since the store was built (not removals or replacements).
+    fn evictions(&self) -> u64;
+    /// A short name for reports and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// The backends `cachet serve` and `cachet bench` can be started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `std::sync::RwLock<HashMap>` with CLOCK eviction: the baseline.
+    Rwlock,
+    /// `dashmap` with CLOCK eviction per shard.
+    Sharded,
+    /// `moka::sync::Cache` with a byte weigher.
+    Moka,
+}
+
+impl Backend {
+    /// All backends, in the order reports list them.
+    pub const ALL: [Backend; 3] = [Backend::Rwlock, Backend::Sharded, Backend::Moka];
+
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Rwlock => "rwlock",
+            Backend::Sharded => "sharded",
+            Backend::Moka => "moka",
+        }
+    }
+
+    /// Builds a store of this kind bounded to `capacity` bytes.
+    pub fn build(self, capacity: u64, moka_policy: MokaPolicy) -> Arc<dyn Store> {
+        match self {
+            Backend::Rwlock => Arc::new(RwLockStore::new(capacity)),
+            Backend::Sharded => Arc::new(ShardedStore::new(capacity)),
+            Backend::Moka => Arc::new(MokaStore::new(capacity, moka_policy)),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a backend name that is not one of ours.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown backend {0:?}: expected rwlock, sharded or moka")]
+pub struct UnknownBackend(String);
+
+impl FromStr for Backend {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rwlock" => Ok(Backend::Rwlock),
+            "sharded" | "dashmap" => Ok(Backend::Sharded),
+            "moka" => Ok(Backend::Moka),
+            _ => Err(UnknownBackend(s.to_string())),
+        }
+    }
+}

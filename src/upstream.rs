@@ -1,0 +1,193 @@
+//! The upstream client: pooled connections, timeouts, and header hygiene on the way out.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{HeaderValue, HOST, VIA};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::policy::headers::strip_hop_by_hop;
+
+/// Why an upstream exchange failed; each maps to the status the client is given.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made, or it broke before a response: 502.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No response headers within the response timeout, or no connection within the connect
+    /// timeout: 504.
+    #[error("upstream timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl UpstreamError {
+    /// The status a client gets for this failure.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            UpstreamError::Unreachable(_) => http::StatusCode::BAD_GATEWAY,
+            UpstreamError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// Where requests go and how long they may take.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The upstream's base URL (`http://host:port`); its path, if any, is prefixed to every
+    /// request path.
+    pub url: Uri,
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to receiving the response headers.
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+}
+
+/// A pooled HTTP/1.1 client for one upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    config: UpstreamConfig,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("url", &self.config.url).finish()
+    }
+}
+
+impl Upstream {
+    /// Builds the client. The URL was validated when the configuration was read.
+    pub fn new(config: UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = config
+            .url
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let base_path = config.url.path().trim_end_matches('/').to_string();
+        Upstream {
+            client,
+            scheme,
+            authority,
+            base_path,
+            config,
+        }
+    }
+
+    /// The upstream's `host:port`.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Sends a request prepared by [`Upstream::prepare`] and waits for the response headers, within
+    /// the response timeout.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        let timeout = self.config.response_timeout;
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                let text = error_chain(&e);
+                if text.contains("timed out") || text.contains("timeout") {
+                    Err(UpstreamError::Timeout(self.config.connect_timeout))
+                } else {
+                    Err(UpstreamError::Unreachable(text))
+                }
+            }
+        }
+    }
+
+    /// Turns a client's request into the one sent upstream: the target rewritten to the upstream,
+    /// hop-by-hop fields removed, `Via` and `X-Forwarded-For` added. The client's `Host` is kept
+    /// so that name-based virtual hosts upstream see what the client asked for.
+    pub fn prepare(
+        &self,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        version: Version,
+        client: Option<SocketAddr>,
+        body: Body,
+    ) -> Request<Body> {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = format!("{}{}", self.base_path, path);
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        let mut headers = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        if !headers.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
+                headers.insert(HOST, v);
+            }
+        }
+        add_via(&mut headers, version);
+        if let Some(addr) = client {
+            let ip = addr.ip().to_string();
+            let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip,
+            };
+            if let Ok(v) = HeaderValue::from_str(&forwarded) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        request
+    }
+}
+
+/// Appends this hop to `Via` (RFC 9110 7.6.3).
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let hop = format!("{protocol} cachet");
+    let value = match headers.get(VIA).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {hop}"),
+        None => hop,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(VIA, v);
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
