@@ -103,7 +103,11 @@ pub fn parse_upstream(s: &str) -> Result<Uri, String> {
                 "invalid upstream URL {s:?}: https upstreams are not supported yet; use http://"
             ))
         }
-        _ => return Err(format!("invalid upstream URL {s:?}: expected http://host[:port]")),
+        _ => {
+            return Err(format!(
+                "invalid upstream URL {s:?}: expected http://host[:port]"
+            ))
+        }
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("invalid upstream URL {s:?}: no host"));

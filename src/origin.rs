@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, SET_COOKIE, VARY,
+    HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, DATE, ETAG, EXPIRES,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, SET_COOKIE, VARY,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -214,13 +214,21 @@ pub fn body_for(path: &str, version: &str, size: usize) -> Bytes {
 
 fn etag_for(path: &str, version: &str, size: usize) -> String {
     let mut h: u64 = 1469598103934665603;
-    for b in path.bytes().chain(version.bytes()).chain(size.to_le_bytes()) {
+    for b in path
+        .bytes()
+        .chain(version.bytes())
+        .chain(size.to_le_bytes())
+    {
         h = (h ^ b as u64).wrapping_mul(1099511628211);
     }
     format!("\"{h:016x}\"")
 }
 
-async fn respond(req: Request<Incoming>, config: &OriginConfig, stats: &OriginStats) -> Response<Body> {
+async fn respond(
+    req: Request<Incoming>,
+    config: &OriginConfig,
+    stats: &OriginStats,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == "/_origin/stats" {
         let body = format!(
@@ -297,7 +305,11 @@ async fn build(req: &Request<Incoming>, config: &OriginConfig) -> Result<Respons
     let mut not_modified = false;
     if q.contains_key("etag") {
         builder = builder.header(ETAG, &etag);
-        if let Some(inm) = req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if let Some(inm) = req
+            .headers()
+            .get(IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        {
             not_modified |= inm.split(',').any(|t| {
                 let t = t.trim();
                 t == "*" || t.trim_start_matches("W/") == etag

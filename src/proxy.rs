@@ -44,7 +44,7 @@ use crate::policy::vary::{self, VarySpec};
 use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, NotStorable, StoreRules};
 use crate::revalidate::Revalidator;
 use crate::store::{CachedResponse, Entry, Key, Store};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{add_via, Upstream, UpstreamError};
 
 /// How the proxy treats requests, beyond what the RFCs fix.
 #[derive(Debug, Clone)]
@@ -176,8 +176,41 @@ impl Proxy {
         &self.inner.store
     }
 
+    /// Removes every stored response for one URL (all its Vary variants). `url` is a cache key
+    /// (`http://host/path?query`). Returns the number of entries removed.
+    pub fn purge_url(&self, url: &str) -> u64 {
+        self.purge_where(&|k: &Key| vary::is_key_or_variant(k.as_str(), url))
+    }
+
+    /// Removes every stored response whose key starts with `prefix` (a cache key prefix such as
+    /// `http://host/path/`). Returns the number of entries removed.
+    pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        self.purge_where(&|k: &Key| k.as_str().starts_with(prefix))
+    }
+
+    /// Empties the store. Returns the number of entries removed.
+    pub fn purge_all(&self) -> u64 {
+        self.purge_where(&|_: &Key| true)
+    }
+
+    fn purge_where(&self, doomed: &dyn Fn(&Key) -> bool) -> u64 {
+        let removed = AtomicU64::new(0);
+        self.inner.store.retain(&|k, _| {
+            let d = doomed(k);
+            if d {
+                removed.fetch_add(1, Ordering::Relaxed);
+            }
+            !d
+        });
+        removed.into_inner()
+    }
+
     /// Handles one client request.
-    pub async fn handle(&self, req: Request<Incoming>, client: Option<SocketAddr>) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: Option<SocketAddr>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let mut resp = if policy::is_cacheable_method(&parts.method) {
@@ -224,7 +257,11 @@ impl Inner {
         }
     }
 
-    async fn lookup_and_serve(self: Arc<Self>, parts: Parts, client: Option<SocketAddr>) -> Response<Body> {
+    async fn lookup_and_serve(
+        self: Arc<Self>,
+        parts: Parts,
+        client: Option<SocketAddr>,
+    ) -> Response<Body> {
         let key = cache_key(&parts, "http");
         let req_cc = CacheControl::from_headers(&parts.headers);
         let no_cache = request_no_cache(&parts.headers, &req_cc);
@@ -288,7 +325,14 @@ impl Inner {
         // A HEAD or a range on a miss goes through as it is: neither yields a whole body to store.
         if parts.method == Method::HEAD || parts.headers.contains_key(RANGE) {
             let mut status = CacheStatus::forward(fwd);
-            status.detail = Some(if parts.method == Method::HEAD { "head" } else { "range" }.into());
+            status.detail = Some(
+                if parts.method == Method::HEAD {
+                    "head"
+                } else {
+                    "range"
+                }
+                .into(),
+            );
             return self.forward_uncached(parts, client, status).await;
         }
         let mut status = CacheStatus::forward(fwd);
@@ -305,7 +349,13 @@ impl Inner {
                             status.collapsed = true;
                             let age = current_age(stored, SystemTime::now());
                             status.ttl = Some(stored.lifetime as i64 - age as i64);
-                            return serve_stored(&parts, stored, age, status, CacheResult::Coalesced);
+                            return serve_stored(
+                                &parts,
+                                stored,
+                                age,
+                                status,
+                                CacheResult::Coalesced,
+                            );
                         }
                     }
                 }
@@ -340,7 +390,13 @@ impl Inner {
                             status.fwd_status = Some(stored.status.as_u16());
                             let age = current_age(stored, SystemTime::now());
                             status.ttl = Some(stored.lifetime as i64 - age as i64);
-                            return serve_stored(&parts, stored, age, status, CacheResult::Coalesced);
+                            return serve_stored(
+                                &parts,
+                                stored,
+                                age,
+                                status,
+                                CacheResult::Coalesced,
+                            );
                         }
                     }
                 }
@@ -384,7 +440,16 @@ impl Inner {
                     .upstream
                     .prepare(Method::GET, &uri, &request.0, version, None, body::empty());
             let (tx, _rx) = oneshot::channel();
-            exchange(inner, upstream_request, request, primary, Some(leader), Some(stale), tx).await;
+            exchange(
+                inner,
+                upstream_request,
+                request,
+                primary,
+                Some(leader),
+                Some(stale),
+                tx,
+            )
+            .await;
         };
         if !self.revalidator.try_submit(Box::pin(job)) {
             metrics::record_refresh_dropped();
@@ -421,7 +486,15 @@ impl Inner {
         );
         let (tx, rx) = oneshot::channel();
         let inner = Arc::clone(&self);
-        tokio::spawn(exchange(inner, upstream_request, request, key, leader, stale, tx));
+        tokio::spawn(exchange(
+            inner,
+            upstream_request,
+            request,
+            key,
+            leader,
+            stale,
+            tx,
+        ));
         let head = match rx.await {
             Ok(head) => head,
             Err(_) => {
@@ -441,7 +514,11 @@ impl Inner {
                 });
                 error_response(e.status(), &e.to_string(), status, Some(elapsed))
             }
-            Head::StaleOnError { entry, fwd_status, elapsed } => {
+            Head::StaleOnError {
+                entry,
+                fwd_status,
+                elapsed,
+            } => {
                 let stored = entry.response().expect("stale entries are responses");
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = fwd_status;
@@ -518,6 +595,7 @@ impl Inner {
                 metrics::record_upstream(elapsed);
                 let (mut head, body) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
+                add_via(&mut head.headers, head.version);
                 status.fwd_status = Some(head.status.as_u16());
                 head.headers.append(CACHE_STATUS, status.header_value());
                 let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
@@ -530,7 +608,12 @@ impl Inner {
 
     /// Passes a request with a method we do not cache, and invalidates what a successful unsafe
     /// request changed (RFC 9111 4.4).
-    async fn pass(self: Arc<Self>, parts: Parts, body: Body, client: Option<SocketAddr>) -> Response<Body> {
+    async fn pass(
+        self: Arc<Self>,
+        parts: Parts,
+        body: Body,
+        client: Option<SocketAddr>,
+    ) -> Response<Body> {
         let mut status = CacheStatus::forward(Fwd::Bypass);
         status.detail = Some("method".into());
         let key = cache_key(&parts, "http");
@@ -550,6 +633,7 @@ impl Inner {
                 metrics::record_upstream(elapsed);
                 let (mut head, body) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
+                add_via(&mut head.headers, head.version);
                 if policy::invalidates(&parts.method, head.status) {
                     self.invalidate(&key);
                     for name in [LOCATION, CONTENT_LOCATION] {
@@ -580,7 +664,12 @@ impl Inner {
     }
 
     /// Stores a complete response under `primary`, through a variant index when it has `Vary`.
-    fn store_response(&self, primary: &Key, request: &HeaderMap, mut response: CachedResponse) -> Arc<Entry> {
+    fn store_response(
+        &self,
+        primary: &Key,
+        request: &HeaderMap,
+        mut response: CachedResponse,
+    ) -> Arc<Entry> {
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
                 // Reuse the index when it names the same headers, so sibling variants survive.
@@ -631,7 +720,10 @@ enum Head {
         elapsed: Duration,
     },
     /// A 304 refreshed the stored entry.
-    Refreshed { entry: Arc<Entry>, elapsed: Duration },
+    Refreshed {
+        entry: Arc<Entry>,
+        elapsed: Duration,
+    },
     /// A full response: its head, whether it will be stored (with its ttl), and the body.
     Streaming {
         head: http::response::Parts,
@@ -699,6 +791,7 @@ async fn exchange(
     };
     let (mut head, mut body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
+    add_via(&mut head.headers, head.version);
 
     if let Some(s) = &stale {
         let stored = s.entry.response().expect("stale entries are responses");
@@ -763,7 +856,8 @@ async fn exchange(
     .map_or(0, |l| l.seconds);
     let ttl_verdict = verdict.map(|()| lifetime as i64);
 
-    let (client_tx, client_rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
+    let (client_tx, client_rx) =
+        mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
     let client_body: Body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(client_rx)));
     let mut client_head = head.clone();
     client_head.headers = head.headers.clone();
@@ -777,7 +871,9 @@ async fn exchange(
         .is_ok();
     let mut client = listening.then_some(client_tx);
 
-    let mut buffer = verdict.is_ok().then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
+    let mut buffer = verdict
+        .is_ok()
+        .then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
     loop {
         match body.frame().await {
             None => break,
@@ -905,19 +1001,32 @@ fn serve_stored(
 }
 
 /// A 304 (with the fields RFC 9110 15.4.5 says it carries) or a 412.
-fn precondition_response(pre: Precondition, stored: &HeaderMap, status: CacheStatus) -> Response<Body> {
+fn precondition_response(
+    pre: Precondition,
+    stored: &HeaderMap,
+    status: CacheStatus,
+) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     if pre == Precondition::Failed {
         *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
     } else {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        for name in [CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, VARY, LAST_MODIFIED] {
+        for name in [
+            CACHE_CONTROL,
+            CONTENT_LOCATION,
+            DATE,
+            ETAG,
+            EXPIRES,
+            VARY,
+            LAST_MODIFIED,
+        ] {
             for v in stored.get_all(&name) {
                 resp.headers_mut().append(name.clone(), v.clone());
             }
         }
     }
-    resp.headers_mut().append(CACHE_STATUS, status.header_value());
+    resp.headers_mut()
+        .append(CACHE_STATUS, status.header_value());
     resp
 }
 
@@ -931,7 +1040,10 @@ fn error_response(
     let mut resp = Response::new(body::full(format!("{reason}\n")));
     *resp.status_mut() = code;
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.append(CACHE_STATUS, status.header_value());
     resp.extensions_mut().insert(CacheResult::Error);

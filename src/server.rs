@@ -165,7 +165,10 @@ async fn accept_loop(
         .await
         .is_err()
     {
-        tracing::warn!(?shutdown_timeout, "in-flight requests did not finish in time");
+        tracing::warn!(
+            ?shutdown_timeout,
+            "in-flight requests did not finish in time"
+        );
     }
     // The proxy (and its Revalidator sender) lives on in clones held by connection tasks that
     // have ended; dropping ours lets the workers see the channel close once their queue is done.

@@ -62,7 +62,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("url", &self.config.url).finish()
+        f.debug_struct("Upstream")
+            .field("url", &self.config.url)
+            .finish()
     }
 }
 

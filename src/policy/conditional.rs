@@ -159,7 +159,11 @@ pub fn revalidation_headers(stored: &HeaderMap) -> Vec<(HeaderName, HeaderValue)
 /// ETag in the 304 must equal the stored one; otherwise a Last-Modified in both must agree;
 /// otherwise, with no validator in the 304, it applies to the response we asked about.
 pub fn not_modified_applies(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
-    let tag = |h: &HeaderMap| h.get(ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let tag = |h: &HeaderMap| {
+        h.get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     if let Some(new) = tag(not_modified) {
         return match (EntityTag::parse(&new), tag(stored)) {
             (Some(n), Some(old)) => EntityTag::parse(&old).is_some_and(|o| o.weak_eq(&n)),

@@ -128,7 +128,10 @@ pub fn age_header(headers: &HeaderMap) -> Option<u64> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(v.parse::<u64>().map_or(DELTA_SECONDS_MAX, |n| n.min(DELTA_SECONDS_MAX)))
+    Some(
+        v.parse::<u64>()
+            .map_or(DELTA_SECONDS_MAX, |n| n.min(DELTA_SECONDS_MAX)),
+    )
 }
 
 /// What a lookup may do with a stored response.
@@ -175,7 +178,8 @@ pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool
     // Stale responses must not be served without revalidation by a shared cache when the
     // response says must-revalidate, proxy-revalidate or s-maxage (RFC 9111 5.2.2.2, 5.2.2.8,
     // 5.2.2.10); no-cache forbids serving without revalidation even when fresh (5.2.2.4).
-    let no_stale = stored.cc.must_revalidate || stored.cc.proxy_revalidate || stored.cc.s_maxage.is_some();
+    let no_stale =
+        stored.cc.must_revalidate || stored.cc.proxy_revalidate || stored.cc.s_maxage.is_some();
     let stale_if_error = !no_stale
         && !stored.cc.no_cache_all()
         && [stored.cc.stale_if_error, request.stale_if_error]

@@ -36,7 +36,9 @@ pub fn cache_key(parts: &Parts, default_scheme: &str) -> Key {
 pub fn same_origin_key(request_key: &Key, reference: &str) -> Option<Key> {
     let base = request_key.as_str();
     let scheme_end = base.find("://")? + 3;
-    let origin_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let origin_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let origin = &base[..origin_end];
     if reference.starts_with('/') && !reference.starts_with("//") {
         return Some(Key::new(format!("{origin}{reference}")));

@@ -76,7 +76,10 @@ fn case_insensitive(name: &HeaderName) -> bool {
 }
 
 /// The values of the named request headers, in the order of `names`.
-pub fn request_values(request: &HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, Option<String>)> {
+pub fn request_values(
+    request: &HeaderMap,
+    names: &[HeaderName],
+) -> Vec<(HeaderName, Option<String>)> {
     names
         .iter()
         .map(|n| (n.clone(), normalized_value(request, n)))

@@ -51,9 +51,7 @@ impl ShardedStore {
 
     // A poisoned queue holds only keys and generations, which stay valid after any panic.
     fn queue(&self, shard: usize) -> MutexGuard<'_, ClockQueue> {
-        self.queues[shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.queues[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn over_capacity(&self) -> bool {
