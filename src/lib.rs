@@ -12,6 +12,8 @@
 #![deny(clippy::await_holding_invalid_type)]
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
 pub mod bench;
 pub mod body;
 pub mod coalesce;

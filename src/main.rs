@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use cachet::bench::BenchArgs;
-use cachet::config::ServeArgs;
+use cachet::config::{LogFormat, ServeArgs};
 use cachet::origin::OriginConfig;
 use cachet::units::{parse_duration, parse_size};
 
@@ -52,15 +52,31 @@ struct OriginArgs {
     max_age: u64,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> std::process::ExitCode {
+    let cli = parse_cli_with_config_file();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the context chain on one line; no backtrace for an operator's mistake.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let log_format = match &cli {
+        Cli {
+            command: Some(Command::Serve(args)),
+            ..
+        }
+        | Cli {
+            command: None,
+            serve: Some(args),
+        } => args.log_format,
+        _ => LogFormat::Plain,
+    };
+    init_tracing(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,7 +84,10 @@ fn main() -> anyhow::Result<()> {
     let command = match (cli.command, cli.serve) {
         (Some(c), _) => c,
         (None, Some(serve)) => Command::Serve(serve),
-        (None, None) => unreachable!("clap requires --upstream when no subcommand is given"),
+        // `cachet` alone: serve, which then reports the missing --upstream by name.
+        (None, None) => Command::Serve(ServeArgs::from_arg_matches(
+            &Cli::command().get_matches_from(["cachet"]),
+        )?),
     };
     runtime.block_on(async move {
         match command {
@@ -79,13 +98,64 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// Parses the command line, reading `--config FILE` (or `CACHET_CONFIG`) when given.
+///
+/// clap cannot read TOML, so the file is applied through the environment: each of its settings
+/// becomes the flag's `CACHET_*` variable unless that variable is already set, and the command
+/// line is parsed again. clap then gives a flag precedence over the variable, which yields the
+/// documented order: flags, then environment, then file, then defaults. The file is checked key
+/// by key first, so that a bad key or value is reported with the file and line, and the process
+/// exits non-zero before anything starts.
+fn parse_cli_with_config_file() -> Cli {
+    let first = Cli::parse();
+    let config = match &first {
+        Cli {
+            command: Some(Command::Serve(args)),
+            ..
+        }
+        | Cli {
+            command: None,
+            serve: Some(args),
+        } => args.config.clone(),
+        _ => None,
+    };
+    let Some(path) = config else { return first };
+    let settings = match cachet::config::read_config_file(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    for setting in settings {
+        if std::env::var_os(&setting.env).is_none() {
+            // Single-threaded here: no runtime, no tracing, no other thread reads the environment.
+            std::env::set_var(&setting.env, &setting.value);
+        }
+    }
+    Cli::parse()
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: in `docker logs` or a file they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.validate()?;
-    let running = cachet::server::start(config.clone())
-        .await
-        .with_context(|| format!("binding --listen {}", config.listen))?;
+    let running = cachet::server::start(config.clone()).await?;
     tracing::info!(
         listen = %running.addr,
+        admin = ?running.admin_addr,
         upstream = %config.upstream.url,
         backend = %config.backend,
         capacity = %cachet::units::format_size(config.capacity),
@@ -94,11 +164,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let token = running.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: finishing in-flight requests (a second signal exits now)");
         token.cancel();
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");
-        std::process::exit(1);
+        std::process::exit(130);
     });
     running.wait().await;
     tracing::info!("stopped");

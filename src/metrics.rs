@@ -1,13 +1,50 @@
-//! Counters, gauges and histograms, recorded through the `metrics` facade.
+//! Counters, gauges and histograms, and their Prometheus text rendering.
 //!
-//! Recording is a no-op until an exporter is installed (the admin listener installs the
-//! Prometheus one), so library users and tests pay nothing for it.
+//! Two kinds of numbers are exported, for a reason:
+//!
+//! - Events (requests by cache result, upstream requests and their latency) are recorded through
+//!   the `metrics` facade from wherever they happen. Recording is a no-op until
+//!   [`install_prometheus`] installs the process-wide Prometheus recorder (the admin listener does),
+//!   so library users and tests that do not ask for metrics pay nothing for them.
+//! - Levels (open connections, requests in flight, store bytes, entries and evictions) belong to
+//!   one server and one store. They are read from that server at scrape time by [`render`]
+//!   rather than pushed into the global recorder, so that several servers in one process (tests,
+//!   benchmarks) never overwrite each other's gauges, and a scrape always sees the current value.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::proxy::CacheResult;
+use crate::store::Store;
+
+/// Every cache result, in the order `/stats` and `/metrics` list them.
+pub const ALL_RESULTS: [CacheResult; 7] = [
+    CacheResult::Hit,
+    CacheResult::Miss,
+    CacheResult::Stale,
+    CacheResult::Revalidated,
+    CacheResult::Coalesced,
+    CacheResult::Bypass,
+    CacheResult::Error,
+];
+
+/// The position of a result in [`ALL_RESULTS`]. The match is exhaustive, so a new variant of
+/// [`CacheResult`] fails to compile here until it is given a slot.
+fn result_index(result: CacheResult) -> usize {
+    match result {
+        CacheResult::Hit => 0,
+        CacheResult::Miss => 1,
+        CacheResult::Stale => 2,
+        CacheResult::Revalidated => 3,
+        CacheResult::Coalesced => 4,
+        CacheResult::Bypass => 5,
+        CacheResult::Error => 6,
+    }
+}
 
 /// Counts one request by its result, and its total time.
 pub fn record_request(result: CacheResult, elapsed: Duration) {
@@ -26,28 +63,207 @@ pub fn record_refresh_dropped() {
     metrics::counter!("cachet_refresh_dropped_total").increment(1);
 }
 
+/// Why the Prometheus recorder could not be installed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetricsError {
+    /// Another `metrics` recorder was installed in this process first (by a library user).
+    #[error("another metrics recorder is already installed in this process")]
+    RecorderTaken,
+}
+
+/// Latency buckets, in seconds: from a fast hit (sub-millisecond) to a slow upstream near the
+/// default 30 s response timeout.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
+
+/// Installs the Prometheus recorder as the process-wide `metrics` recorder, once; later calls
+/// return the same handle. A recorder can be installed only once per process, so every server
+/// in the process shares it: event counters on `/metrics` are process-wide, while each server's
+/// `/stats` keeps its own counts ([`RequestCounts`]).
+pub fn install_prometheus() -> Result<PrometheusHandle, MetricsError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .expect("the bucket list is a non-empty constant")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).map_err(|_| MetricsError::RecorderTaken)?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+/// HELP texts, and every counter registered at zero so that a scrape before the first request
+/// already lists each series (rate() over a series that appears late misses its first increase).
+fn describe() {
+    metrics::describe_counter!(
+        "cachet_requests_total",
+        "Client requests answered, by cache result."
+    );
+    metrics::describe_histogram!(
+        "cachet_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from request to response headers in the proxy."
+    );
+    metrics::describe_counter!(
+        "cachet_upstream_requests_total",
+        "Requests sent to the upstream."
+    );
+    metrics::describe_histogram!(
+        "cachet_upstream_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from sending an upstream request to its response headers."
+    );
+    metrics::describe_counter!(
+        "cachet_refresh_dropped_total",
+        "Background refreshes dropped because the queue was full."
+    );
+    for result in ALL_RESULTS {
+        metrics::counter!("cachet_requests_total", "result" => result.as_str()).increment(0);
+    }
+    metrics::counter!("cachet_upstream_requests_total").increment(0);
+    metrics::counter!("cachet_refresh_dropped_total").increment(0);
+}
+
+/// Renders `/metrics`: the process-wide recorder's events, then this server's levels.
+pub fn render(handle: &PrometheusHandle, levels: &Levels) -> String {
+    let mut out = handle.render();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let mut gauge = |name: &str, kind: &str, help: &str, value: i128| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    gauge(
+        "cachet_connections",
+        "gauge",
+        "Open client connections.",
+        levels.connections.get().into(),
+    );
+    gauge(
+        "cachet_requests_in_flight",
+        "gauge",
+        "Client requests being handled, response bodies included.",
+        levels.in_flight.get().into(),
+    );
+    gauge(
+        "cachet_store_bytes",
+        "gauge",
+        "Bytes held by the store (keys, headers and bodies).",
+        levels.store.weighted_size().into(),
+    );
+    gauge(
+        "cachet_store_entries",
+        "gauge",
+        "Entries held by the store.",
+        levels.store.entry_count().into(),
+    );
+    gauge(
+        "cachet_store_evictions_total",
+        "counter",
+        "Entries evicted for capacity since start.",
+        levels.store.evictions().into(),
+    );
+    out
+}
+
+/// The per-server levels [`render`] reads at scrape time.
+#[derive(Clone)]
+pub struct Levels {
+    /// Open client connections.
+    pub connections: LiveGauge,
+    /// Requests being handled.
+    pub in_flight: LiveGauge,
+    /// The store, for bytes, entries and evictions.
+    pub store: Arc<dyn Store>,
+}
+
+/// Requests counted by cache result for one server, for `/stats`: unlike the process-wide
+/// recorder, these belong to the server that answered.
+#[derive(Debug)]
+pub struct RequestCounts {
+    counts: [AtomicU64; 7],
+    started: Instant,
+}
+
+impl Default for RequestCounts {
+    fn default() -> Self {
+        RequestCounts {
+            counts: Default::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl RequestCounts {
+    /// Counts one answered request.
+    pub fn count(&self, result: CacheResult) {
+        self.counts[result_index(result)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests with this result so far.
+    pub fn get(&self, result: CacheResult) -> u64 {
+        self.counts[result_index(result)].load(Ordering::Relaxed)
+    }
+
+    /// Every request counted so far.
+    pub fn total(&self) -> u64 {
+        ALL_RESULTS.iter().map(|r| self.get(*r)).sum()
+    }
+
+    /// Share of cache lookups answered from the store without waiting for the upstream:
+    /// `(hit + stale) / (hit + stale + miss + revalidated + coalesced)`. Bypassed requests
+    /// (methods and requests that are never cached) and errors made no lookup, so they are left
+    /// out. `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let served = self.get(CacheResult::Hit) + self.get(CacheResult::Stale);
+        let lookups = served
+            + self.get(CacheResult::Miss)
+            + self.get(CacheResult::Revalidated)
+            + self.get(CacheResult::Coalesced);
+        (lookups > 0).then(|| served as f64 / lookups as f64)
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
 /// A gauge that cannot go negative or leak: it is raised by creating a [`GaugeGuard`] and
 /// lowered when the guard drops, whatever path (early return, error, panic, disconnect) ends the
 /// guarded work.
 #[derive(Debug, Clone)]
 pub struct LiveGauge {
     value: Arc<AtomicI64>,
-    name: &'static str,
+}
+
+impl Default for LiveGauge {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LiveGauge {
-    /// A gauge exported under `name`.
-    pub fn new(name: &'static str) -> Self {
+    /// A gauge at zero.
+    pub fn new() -> Self {
         LiveGauge {
             value: Arc::new(AtomicI64::new(0)),
-            name,
         }
     }
 
     /// Raises the gauge until the returned guard drops.
     pub fn enter(&self) -> GaugeGuard {
-        let now = self.value.fetch_add(1, Ordering::AcqRel) + 1;
-        metrics::gauge!(self.name).set(now as f64);
+        self.value.fetch_add(1, Ordering::AcqRel);
         GaugeGuard {
             gauge: self.clone(),
         }
@@ -67,7 +283,44 @@ pub struct GaugeGuard {
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        let now = self.gauge.value.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!(self.gauge.name).set(now as f64);
+        self.gauge.value.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauge_guard_lowers_on_every_exit_path() {
+        let gauge = LiveGauge::new();
+        {
+            let _a = gauge.enter();
+            let _b = gauge.enter();
+            assert_eq!(gauge.get(), 2);
+        }
+        assert_eq!(gauge.get(), 0);
+        let g = gauge.clone();
+        let panicked = std::thread::spawn(move || {
+            let _guard = g.enter();
+            panic!("the guarded work fails");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(gauge.get(), 0, "a panic must not leak a count");
+    }
+
+    #[test]
+    fn hit_ratio_counts_lookups_only() {
+        let counts = RequestCounts::default();
+        assert_eq!(counts.hit_ratio(), None);
+        counts.count(CacheResult::Hit);
+        counts.count(CacheResult::Hit);
+        counts.count(CacheResult::Stale);
+        counts.count(CacheResult::Miss);
+        counts.count(CacheResult::Bypass);
+        counts.count(CacheResult::Error);
+        assert_eq!(counts.total(), 6);
+        assert_eq!(counts.hit_ratio(), Some(0.75));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// One refresh, ready to run.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -24,6 +25,7 @@ pub struct Revalidator {
 #[derive(Debug)]
 pub struct Workers {
     set: JoinSet<()>,
+    stop: CancellationToken,
 }
 
 impl Revalidator {
@@ -34,11 +36,18 @@ impl Revalidator {
         // exists to serialise, and no other lock is taken while it is held.
         let rx = Arc::new(Mutex::new(rx));
         let mut set = JoinSet::new();
+        let stop = CancellationToken::new();
         for _ in 0..workers.max(1) {
             let rx = Arc::clone(&rx);
+            let stop = stop.clone();
             set.spawn(async move {
                 loop {
-                    let job = rx.lock().await.recv().await;
+                    // `biased`: once stopped, a worker takes no further job even if one is queued.
+                    let job = tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => break,
+                        job = async { rx.lock().await.recv().await } => job,
+                    };
                     match job {
                         Some(job) => job.await,
                         None => break, // every sender is gone: shutting down
@@ -46,7 +55,7 @@ impl Revalidator {
                 }
             });
         }
-        (Revalidator { tx }, Workers { set })
+        (Revalidator { tx }, Workers { set, stop })
     }
 
     /// Queues a job; false when the queue is full (the job is dropped) or the pool is shut down.
@@ -59,6 +68,15 @@ impl Workers {
     /// Waits for the workers to finish their current and queued jobs. Call after every
     /// [`Revalidator`] handle is dropped, or it waits for them.
     pub async fn drain(mut self) {
+        while self.set.join_next().await.is_some() {}
+    }
+
+    /// Lets each worker finish the job it is running, then stops it; queued jobs are dropped
+    /// (they are refreshes of entries already served stale, so losing them costs a later
+    /// foreground revalidation, nothing more). This is what a shutdown wants: it does not wait
+    /// for a queue that requests may still be filling.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
         while self.set.join_next().await.is_some() {}
     }
 

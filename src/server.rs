@@ -1,21 +1,42 @@
-//! The listener: accept loop, connection and request gauges, graceful shutdown.
+//! The listener: accept loop, limits and timeouts, gauges, PURGE, the access log, and graceful
+//! shutdown.
+//!
+//! Each connection runs in its own task, which also watches the connection's phase
+//! ([`ConnWatch`]): waiting for a request head (bounded by the header read timeout, against
+//! slowloris), busy with requests (unbounded here: the upstream timeouts bound the proxy's side),
+//! or idle between keep-alive requests (bounded by the keep-alive timeout). hyper's own header
+//! read timer is not used because it also runs while a keep-alive connection is idle, which would
+//! make the two timeouts one.
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeConfig;
-use crate::metrics::LiveGauge;
-use crate::proxy::Proxy;
-use crate::revalidate::Revalidator;
+use crate::access_log::{AccessRecord, LoggedBody};
+use crate::admin::AdminState;
+use crate::body::{self, Body};
+use crate::config::{LogFormat, ServeConfig};
+use crate::metrics::{Levels, LiveGauge, RequestCounts};
+use crate::policy::key::cache_key;
+use crate::proxy::{CacheResult, Proxy, UpstreamTime};
+use crate::revalidate::{Revalidator, Workers};
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -25,12 +46,16 @@ use crate::upstream::Upstream;
 pub struct Running {
     /// The address it accepts on (the real port when `:0` was asked for).
     pub addr: SocketAddr,
+    /// The admin listener's address, when there is one.
+    pub admin_addr: Option<SocketAddr>,
     /// The request path, and through it the store.
     pub proxy: Proxy,
     /// Open client connections.
     pub connections: LiveGauge,
-    /// Requests being handled.
+    /// Requests being handled, from request head to the last byte of the response body.
     pub in_flight: LiveGauge,
+    /// This server's requests by cache result.
+    pub counts: Arc<RequestCounts>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -46,8 +71,8 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Stops accepting, lets in-flight requests finish within the configured deadline, drains the
-    /// background workers, and returns when all is done.
+    /// Stops accepting, lets in-flight requests finish within the configured deadline, stops
+    /// the background workers after their current job, and returns when all is done.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.wait().await;
@@ -55,74 +80,173 @@ impl Running {
 
     /// Waits until the server stops (after its shutdown token is cancelled).
     pub async fn wait(self) {
-        let Running { proxy, task, .. } = self;
-        // Our clone of the proxy holds a sender of the refresh queue; the workers stop only once
-        // every sender is gone.
-        drop(proxy);
-        let _ = task.await;
+        let _ = self.task.await;
     }
 }
 
-/// Binds the listener and starts serving `config` in the background.
-pub async fn start(config: ServeConfig) -> std::io::Result<Running> {
-    let listener = TcpListener::bind(config.listen).await?;
+/// Binds the public listener (and the admin listener when `config.admin` is set) and starts
+/// serving `config` in the background. The error names the address that could not be bound.
+pub async fn start(config: ServeConfig) -> io::Result<Running> {
+    let listener = bind(config.listen, "--listen").await?;
+    let admin = match config.admin {
+        Some(addr) => Some(bind(addr, "--admin").await?),
+        None => None,
+    };
     let store = config.backend.build(config.capacity, config.moka_policy);
-    Ok(start_with(listener, config, store))
+    Ok(start_with_admin(listener, admin, config, store))
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("binding {flag} {addr}: {e}")))
 }
 
 /// Starts serving on an already bound listener with a given store (the extension point for a
-/// store of the library user's own).
+/// store of the library user's own). No admin listener is started: `config.admin` is an address
+/// to bind, which only [`start`] does; use [`start_with_admin`] to pass a bound one.
 pub fn start_with(listener: TcpListener, config: ServeConfig, store: Arc<dyn Store>) -> Running {
+    start_with_admin(listener, None, config, store)
+}
+
+/// [`start_with`], with an already bound admin listener.
+pub fn start_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: ServeConfig,
+    store: Arc<dyn Store>,
+) -> Running {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let (revalidator, workers) =
         Revalidator::start(config.revalidate_workers, config.revalidate_queue);
     let upstream = Upstream::new(config.upstream.clone());
-    let proxy = Proxy::new(store, upstream, config.proxy.clone(), revalidator);
-    let connections = LiveGauge::new("cachet_connections");
-    let in_flight = LiveGauge::new("cachet_requests_in_flight");
+    let proxy = Proxy::new(
+        Arc::clone(&store),
+        upstream,
+        config.proxy.clone(),
+        revalidator,
+    );
+    let connections = LiveGauge::new();
+    let in_flight = LiveGauge::new();
+    let counts = Arc::new(RequestCounts::default());
     let shutdown = CancellationToken::new();
 
-    let task = tokio::spawn(accept_loop(
-        listener,
-        proxy.clone(),
-        connections.clone(),
-        in_flight.clone(),
-        shutdown.clone(),
-        config.header_read_timeout,
-        config.shutdown_timeout,
-        workers,
-    ));
+    let admin_stop = CancellationToken::new();
+    let mut admin_addr = None;
+    let mut admin_task = None;
+    if let Some(admin) = admin {
+        admin_addr = admin.local_addr().ok();
+        let prometheus = match crate::metrics::install_prometheus() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "/metrics shows this server's gauges only");
+                None
+            }
+        };
+        let state = Arc::new(AdminState {
+            proxy: proxy.clone(),
+            counts: Arc::clone(&counts),
+            levels: Levels {
+                connections: connections.clone(),
+                in_flight: in_flight.clone(),
+                store,
+            },
+            capacity: config.capacity,
+            draining: shutdown.clone(),
+            token: config.admin_token.clone(),
+            prometheus,
+        });
+        admin_task = Some(crate::admin::spawn(admin, state, admin_stop.clone()));
+    }
+
+    let shared = Arc::new(Shared {
+        proxy: proxy.clone(),
+        counts: Arc::clone(&counts),
+        in_flight: in_flight.clone(),
+        access_log: config.access_log,
+        allow_purge_from: config.allow_purge_from.clone(),
+    });
+    let loop_connections = connections.clone();
+    let loop_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        accept_loop(
+            listener,
+            shared,
+            loop_connections,
+            &config,
+            workers,
+            loop_shutdown,
+        )
+        .await;
+        // The admin listener outlives the drain so that /health can say 503 throughout.
+        admin_stop.cancel();
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+    });
     Running {
         addr,
+        admin_addr,
         proxy,
         connections,
         in_flight,
+        counts,
         shutdown,
         task,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every request on the public listener needs, shared by all connections.
+struct Shared {
+    proxy: Proxy,
+    counts: Arc<RequestCounts>,
+    in_flight: LiveGauge,
+    access_log: Option<LogFormat>,
+    allow_purge_from: Vec<IpNet>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    proxy: Proxy,
+    shared: Arc<Shared>,
     connections: LiveGauge,
-    in_flight: LiveGauge,
+    config: &ServeConfig,
+    workers: Workers,
     shutdown: CancellationToken,
-    header_read_timeout: Duration,
-    shutdown_timeout: Duration,
-    workers: crate::revalidate::Workers,
 ) {
-    let graceful = GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        // The header read and keep-alive timeouts are enforced by `ConnWatch`; see the module
+        // docs for why hyper's timer is switched off.
+        .header_read_timeout(None)
+        .keep_alive(!config.keepalive_timeout.is_zero())
+        // hyper answers 431 when a request head does not fit in its read buffer.
+        .max_buf_size(config.max_header_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+    let timeouts = Timeouts {
+        header_read: config.header_read_timeout,
+        keepalive: config.keepalive_timeout,
+    };
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    // Every connection task holds a clone of `done_tx`; `done_rx` yields `None` once all are gone.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
 
     loop {
+        // The permit is taken before accepting, so that at the limit new clients wait in the
+        // kernel's backlog instead of being accepted and left unserved.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -137,46 +261,338 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let connection_guard = connections.enter();
-        let proxy = proxy.clone();
-        let in_flight = in_flight.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let guard = in_flight.enter();
-            async move {
-                let resp = proxy.handle(req, Some(peer)).await;
-                drop(guard);
-                Ok::<_, Infallible>(resp)
-            }
+        let watch = Arc::new(ConnWatch::new());
+        let service = {
+            let shared = Arc::clone(&shared);
+            let watch = Arc::clone(&watch);
+            service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                let busy = watch.begin();
+                async move { Ok::<_, Infallible>(serve_request(&shared, busy, peer, req).await) }
+            })
+        };
+        let io = TokioIo::new(WatchedIo {
+            inner: stream,
+            watch: Arc::clone(&watch),
         });
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let conn = graceful.watch(conn);
+        let shutdown = shutdown.clone();
+        let done = done_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+            drive_connection(conn, &watch, timeouts, &shutdown, peer).await;
             drop(connection_guard);
+            drop(permit);
+            drop(done);
         });
     }
     drop(listener);
-    // Graceful: in-flight requests finish, idle keep-alive connections close.
-    if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+    drop(done_tx);
+    let deadline = config.shutdown_timeout;
+    // Each connection task saw the same token: idle connections close at once, busy ones after
+    // their current request.
+    if tokio::time::timeout(deadline, done_rx.recv())
         .await
         .is_err()
     {
         tracing::warn!(
-            ?shutdown_timeout,
-            "in-flight requests did not finish in time"
+            ?deadline,
+            open = connections.get(),
+            "in-flight requests did not finish in time; exiting without them"
         );
     }
-    // The proxy (and its Revalidator sender) lives on in clones held by connection tasks that
-    // have ended; dropping ours lets the workers see the channel close once their queue is done.
-    drop(proxy);
-    if tokio::time::timeout(shutdown_timeout, workers.drain())
+    if tokio::time::timeout(deadline, workers.stop())
         .await
         .is_err()
     {
-        tracing::warn!("background refreshes did not finish in time");
+        tracing::warn!("a background refresh did not finish in time");
     }
+}
+
+/// The two per-connection deadlines.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    keepalive: Duration,
+}
+
+/// Drives one connection to its end, closing it when a deadline of [`ConnWatch`] passes, and
+/// gracefully (finish the current request, then close) when the server shuts down.
+async fn drive_connection<C>(
+    conn: C,
+    watch: &ConnWatch,
+    timeouts: Timeouts,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
+        + GracefulConn,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let deadline = watch.deadline(timeouts, closing);
+        let sleep = async {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful(); closing = true;
+            }
+            _ = watch.changed.notified() => {}
+            _ = sleep => match deadline {
+                Some((_, Expiry::HeadRead)) => {
+                    tracing::debug!(%peer, "request head not received in time; closing");
+                    return;
+                }
+                Some((_, Expiry::Idle)) => {
+                    conn.as_mut().graceful();
+                    closing = true;
+                }
+                None => {}
+            },
+        }
+    }
+}
+
+/// The one method of hyper-util's connection types the driver needs, so that it can be written
+/// once over the connection future.
+trait GracefulConn {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConn
+    for hyper_util::server::conn::auto::UpgradeableConnection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    HeadRead,
+    Idle,
+}
+
+/// Where a connection is in its life, for its deadlines.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Waiting for (the rest of) a request head since then.
+    Head(Instant),
+    /// This many requests are being handled (more than one with HTTP/2 or pipelining).
+    Busy(usize),
+    /// Idle between requests since then.
+    Idle(Instant),
+}
+
+/// A connection's phase, changed by its reads ([`WatchedIo`]) and requests ([`BusyGuard`]), and
+/// watched by the task driving it.
+struct ConnWatch {
+    phase: Mutex<Phase>,
+    /// Signalled when a deadline may have moved earlier, so the driver re-arms its timer.
+    changed: Notify,
+}
+
+impl ConnWatch {
+    fn new() -> Self {
+        // A new connection must send its first request head within the header read timeout.
+        ConnWatch {
+            phase: Mutex::new(Phase::Head(Instant::now())),
+            changed: Notify::new(),
+        }
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        // The lock guards a plain value with no invariant a panic could break.
+        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deadline(&self, t: Timeouts, closing: bool) -> Option<(Instant, Expiry)> {
+        match *self.phase() {
+            Phase::Head(since) => Some((since + t.header_read, Expiry::HeadRead)),
+            Phase::Busy(_) => None,
+            // Once closing, an idle connection is already being shut; no need to wake again.
+            Phase::Idle(_) if closing => None,
+            Phase::Idle(since) => Some((since + t.keepalive, Expiry::Idle)),
+        }
+    }
+
+    /// Bytes arrived: an idle connection starts receiving a request head.
+    fn on_read(&self) {
+        let mut phase = self.phase();
+        if let Phase::Idle(_) = *phase {
+            *phase = Phase::Head(Instant::now());
+            drop(phase);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request head was parsed and handed to the service.
+    fn begin(self: &Arc<Self>) -> BusyGuard {
+        let mut phase = self.phase();
+        *phase = match *phase {
+            Phase::Busy(n) => Phase::Busy(n + 1),
+            Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
+        };
+        BusyGuard {
+            watch: Arc::clone(self),
+        }
+    }
+}
+
+/// Marks its connection busy until the request it belongs to is over (its response body is
+/// done or dropped); then the connection is idle again if no other request is running.
+struct BusyGuard {
+    watch: Arc<ConnWatch>,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let mut phase = self.watch.phase();
+        let now_idle = match *phase {
+            Phase::Busy(n) if n > 1 => {
+                *phase = Phase::Busy(n - 1);
+                false
+            }
+            _ => {
+                *phase = Phase::Idle(Instant::now());
+                true
+            }
+        };
+        drop(phase);
+        if now_idle {
+            self.watch.changed.notify_one();
+        }
+    }
+}
+
+/// The client's socket, telling its [`ConnWatch`] when bytes arrive.
+struct WatchedIo {
+    inner: TcpStream,
+    watch: Arc<ConnWatch>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Handles one request: PURGE here, everything else through the proxy; counts it, and hands
+/// hyper a body that carries the request's access record and guards to the end of the response.
+async fn serve_request(
+    shared: &Shared,
+    busy: BusyGuard,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<LoggedBody> {
+    let mut record = AccessRecord::start(
+        shared.access_log,
+        peer,
+        req.method(),
+        &req.uri().to_string(),
+        req.version(),
+    );
+    // Held by the record: if this future is dropped (the client left while we waited on the
+    // upstream), the record drops with it, and so do these.
+    record.hold(shared.in_flight.enter());
+    record.hold(busy);
+    let (resp, label) = if req.method().as_str() == "PURGE" {
+        (purge(shared, req, peer), "purge")
+    } else {
+        let resp = shared.proxy.handle(req, Some(peer)).await;
+        let result = resp
+            .extensions()
+            .get::<CacheResult>()
+            .copied()
+            .unwrap_or(CacheResult::Error);
+        shared.counts.count(result);
+        (resp, result.as_str())
+    };
+    let upstream = resp.extensions().get::<UpstreamTime>().map(|t| t.0);
+    record.respond(resp.status().as_u16(), label, upstream);
+    resp.map(|b| LoggedBody::new(b, record))
+}
+
+/// `PURGE /path` on the public listener: removes the URL's entries (all its Vary variants) when
+/// the client's address is in `--allow-purge-from`, and answers 405 otherwise, as if the method
+/// did not exist, so that a scanner learns nothing.
+fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let ip = peer.ip().to_canonical();
+    if !shared.allow_purge_from.iter().any(|net| net.contains(&ip)) {
+        let mut resp = Response::new(body::full("method not allowed\n"));
+        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        resp.headers_mut().insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return resp;
+    }
+    let (parts, _body) = req.into_parts();
+    let key = cache_key(&parts, "http");
+    let purged = shared.proxy.purge_url(key.as_str());
+    tracing::info!(%ip, key = key.as_str(), purged, "PURGE");
+    let text = serde_json::json!({ "purged": purged, "key": key.as_str() }).to_string() + "\n";
+    let mut resp = Response::new(body::full(text));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }

@@ -1,0 +1,262 @@
+//! The access log: one line per client request on stdout, plain or JSON.
+//!
+//! A line is written when the request is over, not when its response headers are ready: the
+//! [`AccessRecord`] travels inside the response body ([`LoggedBody`]) and writes itself when the
+//! body is dropped, so the line carries the bytes really sent and the total time including the
+//! body, and a client that disconnects mid-response still gets its line (with the bytes it got).
+//! A request whose handling is abandoned before a response exists (the client went away while
+//! the proxy waited on the upstream) is logged with status 499, as nginx does.
+//!
+//! Lines go straight to the process's stdout, each with a single `write_all` under stdout's lock
+//! so that lines from concurrent requests never interleave. Diagnostics (`tracing`) go to stderr,
+//! so the two streams can be routed apart.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
+use crate::config::LogFormat;
+
+/// Status logged for a request abandoned before its response existed (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// One request's line, written when the record drops.
+#[derive(Debug)]
+pub struct AccessRecord {
+    format: Option<LogFormat>,
+    at: SystemTime,
+    started: Instant,
+    peer: SocketAddr,
+    method: Method,
+    target: String,
+    version: Version,
+    status: u16,
+    result: &'static str,
+    upstream: Option<Duration>,
+    bytes: u64,
+    /// Guards dropped with the record: whatever must last exactly as long as the request
+    /// (in-flight gauge, the connection's busy mark).
+    guards: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl AccessRecord {
+    /// Starts a record for a request that just arrived. With `format` `None` nothing is written,
+    /// but the guards still live as long as the request.
+    pub fn start(
+        format: Option<LogFormat>,
+        peer: SocketAddr,
+        method: &Method,
+        target: &str,
+        version: Version,
+    ) -> Self {
+        AccessRecord {
+            format,
+            at: SystemTime::now(),
+            started: Instant::now(),
+            peer,
+            method: method.clone(),
+            target: target.to_string(),
+            version,
+            status: CLIENT_CLOSED,
+            result: "-",
+            upstream: None,
+            bytes: 0,
+            guards: Vec::new(),
+        }
+    }
+
+    /// Keeps `guard` alive until the request is over.
+    pub fn hold(&mut self, guard: impl std::any::Any + Send) {
+        self.guards.push(Box::new(guard));
+    }
+
+    /// Notes the response: its status, cache result and upstream time.
+    pub fn respond(&mut self, status: u16, result: &'static str, upstream: Option<Duration>) {
+        self.status = status;
+        self.result = result;
+        self.upstream = upstream;
+    }
+
+    /// The line for this record, without its newline.
+    pub fn line(&self, format: LogFormat, total: Duration) -> String {
+        let time = humantime::format_rfc3339_millis(self.at);
+        let version = version_str(self.version);
+        match format {
+            LogFormat::Plain => {
+                let upstream = self
+                    .upstream
+                    .map_or_else(|| "-".to_string(), |d| format!("{:.3}", secs(d)));
+                format!(
+                    "{time} {peer} \"{method} {target} {version}\" {status} {result} upstream={upstream} total={total:.3} bytes={bytes}",
+                    peer = self.peer.ip(),
+                    method = self.method,
+                    target = escape_plain(&self.target),
+                    status = self.status,
+                    result = self.result,
+                    total = secs(total),
+                    bytes = self.bytes,
+                )
+            }
+            LogFormat::Json => serde_json::json!({
+                "time": time.to_string(),
+                "client": self.peer.ip().to_string(),
+                "method": self.method.as_str(),
+                "path": self.target,
+                "version": version,
+                "status": self.status,
+                "cache": self.result,
+                "upstream_ms": self.upstream.map(ms),
+                "total_ms": ms(total),
+                "bytes": self.bytes,
+            })
+            .to_string(),
+        }
+    }
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let Some(format) = self.format else { return };
+        let mut line = self.line(format, self.started.elapsed());
+        line.push('\n');
+        // A closed stdout must not take the proxy down; the line is lost, nothing else.
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    // Microsecond resolution is plenty for a log line and keeps the numbers short.
+    (d.as_micros() as f64) / 1000.0
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A request target cannot hold a space, a quote or a control character once hyper has parsed
+/// it, but escaping costs nothing and keeps a plain line splittable whatever arrives.
+fn escape_plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("%22"),
+            ' ' => out.push_str("%20"),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A response body that counts the bytes it yields into its [`AccessRecord`], and drops the
+/// record (writing the line and releasing its guards) when hyper drops the body: after the last
+/// byte, or when the client goes away.
+#[derive(Debug)]
+pub struct LoggedBody {
+    inner: Body,
+    record: AccessRecord,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`, charging its bytes to `record`.
+    pub fn new(inner: Body, record: AccessRecord) -> Self {
+        LoggedBody { inner, record }
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both fields are Unpin (the inner body is boxed), so no projection is needed.
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.record.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord {
+        let mut r = AccessRecord::start(
+            None,
+            "127.0.0.1:5000".parse().unwrap(),
+            &Method::GET,
+            "/a?b=1",
+            Version::HTTP_11,
+        );
+        r.respond(200, "hit", Some(Duration::from_millis(12)));
+        r.bytes = 4096;
+        r
+    }
+
+    #[test]
+    fn plain_line_has_every_field() {
+        let line = record().line(LogFormat::Plain, Duration::from_millis(15));
+        assert!(line.ends_with(
+            " 127.0.0.1 \"GET /a?b=1 HTTP/1.1\" 200 hit upstream=0.012 total=0.015 bytes=4096"
+        ));
+    }
+
+    #[test]
+    fn json_line_parses_with_every_field() {
+        let line = record().line(LogFormat::Json, Duration::from_millis(15));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["path"], "/a?b=1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["cache"], "hit");
+        assert_eq!(v["upstream_ms"], 12.0);
+        assert_eq!(v["total_ms"], 15.0);
+        assert_eq!(v["bytes"], 4096);
+    }
+
+    #[test]
+    fn abandoned_request_is_a_499() {
+        let r = AccessRecord::start(
+            None,
+            "127.0.0.1:5000".parse().unwrap(),
+            &Method::GET,
+            "/slow",
+            Version::HTTP_11,
+        );
+        let line = r.line(LogFormat::Plain, Duration::from_millis(1));
+        assert!(line.contains("\" 499 - upstream=- "), "{line}");
+    }
+}

@@ -1,0 +1,441 @@
+//! The admin listener: `/metrics`, `/health`, `/stats` and `/purge`, apart from client traffic.
+//!
+//! It runs on its own address (`--admin`) so that it can be kept off the public network, and it
+//! stays up while the public listener drains at shutdown, answering `/health` with 503 so that a
+//! load balancer stops sending traffic. With `--admin-token`, every route but `/health` requires
+//! `Authorization: Bearer TOKEN`: health checkers (Docker's HEALTHCHECK, load balancers) rarely
+//! carry credentials, and health reveals nothing.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{self, Body};
+use crate::metrics::{Levels, RequestCounts, ALL_RESULTS};
+use crate::policy::key::cache_key;
+use crate::policy::vary::is_key_or_variant;
+use crate::proxy::Proxy;
+use crate::store::{Key, Store};
+
+/// What the admin routes read and act on.
+pub struct AdminState {
+    /// The request path, for purges.
+    pub proxy: Proxy,
+    /// This server's requests by result, for `/stats`.
+    pub counts: Arc<RequestCounts>,
+    /// Connections, in-flight requests and the store, for `/metrics` and `/stats`.
+    pub levels: Levels,
+    /// Store capacity in bytes, for `/stats`.
+    pub capacity: u64,
+    /// Cancelled when the server starts draining; `/health` turns 503.
+    pub draining: CancellationToken,
+    /// The bearer token required on every route but `/health`.
+    pub token: Option<String>,
+    /// The process-wide Prometheus recorder, `None` when another recorder was installed first.
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+/// Serves the admin API on `listener` until `stop` is cancelled.
+pub fn spawn(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Histogram samples are kept in buckets that the recorder folds in on upkeep; without a
+        // periodic upkeep they would grow between scrapes.
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        loop {
+            let (stream, _peer) = tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = upkeep.tick() => {
+                    if let Some(p) = &state.prometheus {
+                        p.run_upkeep();
+                    }
+                    continue;
+                }
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let state = Arc::clone(&state);
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(&state, req)) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "admin connection ended with an error");
+                        }
+                    }
+                    // The admin listener outlives the drain, then goes; a scraper's keep-alive
+                    // connection must not hold the process.
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
+    })
+}
+
+/// Answers one admin request.
+pub fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let method = req.method();
+    let (allowed, method_ok) = match path {
+        "/health" | "/metrics" | "/stats" => {
+            ("GET, HEAD", method == Method::GET || method == Method::HEAD)
+        }
+        "/purge" => ("POST", method == Method::POST),
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found: the admin API has /health, /metrics, /stats and /purge\n",
+            )
+        }
+    };
+    if !method_ok {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{path} takes {allowed}\n"),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+        return resp;
+    }
+    if path == "/health" {
+        return if state.draining.is_cancelled() {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        } else {
+            text(StatusCode::OK, "ok\n")
+        };
+    }
+    if let Some(token) = &state.token {
+        if !authorized(req.headers().get(AUTHORIZATION), token) {
+            let mut resp = text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong `Authorization: Bearer` token\n",
+            );
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    match path {
+        "/metrics" => metrics(state),
+        "/stats" => json(StatusCode::OK, &stats(state)),
+        _ => match parse_purge_query(req.uri().query().unwrap_or("")) {
+            Ok(target) => {
+                let purged = purge(state, &target);
+                tracing::info!(?target, purged, "purge from the admin API");
+                json(StatusCode::OK, &serde_json::json!({ "purged": purged }))
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        },
+    }
+}
+
+fn metrics(state: &AdminState) -> Response<Body> {
+    let text = match &state.prometheus {
+        Some(handle) => crate::metrics::render(handle, &state.levels),
+        None => {
+            // Another recorder owns the facade; this server's levels are still ours to show.
+            let empty = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle();
+            crate::metrics::render(&empty, &state.levels)
+        }
+    };
+    let mut resp = Response::new(body::full(text));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// The `/stats` document.
+pub fn stats(state: &AdminState) -> serde_json::Value {
+    let counts = &state.counts;
+    let mut by_result = serde_json::Map::new();
+    for r in ALL_RESULTS {
+        by_result.insert(r.as_str().into(), counts.get(r).into());
+    }
+    let store = &state.levels.store;
+    serde_json::json!({
+        "backend": store.name(),
+        "uptime_seconds": counts.uptime().as_secs_f64(),
+        "draining": state.draining.is_cancelled(),
+        "hit_ratio": counts.hit_ratio(),
+        "requests": counts.total(),
+        "results": by_result,
+        "store": {
+            "bytes": store.weighted_size(),
+            "entries": store.entry_count(),
+            "evictions": store.evictions(),
+            "capacity_bytes": state.capacity,
+        },
+        "connections": state.levels.connections.get(),
+        "in_flight": state.levels.in_flight.get(),
+    })
+}
+
+/// Compares the `Authorization` header with the token without stopping at the first differing
+/// byte, so response timing does not reveal how much of a guess was right.
+fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
+    let Some(given) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What a purge removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeTarget {
+    /// One URL and all its Vary variants: a cache key (`http://host/path?query`), or a path with
+    /// query (`/path?query`) meaning that URL on every host.
+    Url(String),
+    /// Every URL under a prefix: a cache key prefix (`http://host/path/`), or a path prefix
+    /// (`/path/`) on every host.
+    Prefix(String),
+    /// Everything.
+    All,
+}
+
+/// A `/purge` query that does not say what to purge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeQueryError {
+    /// None or more than one of `url`, `prefix`, `all`.
+    #[error("give exactly one of url=..., prefix=... or all=1")]
+    NotExactlyOne,
+    /// `all` with a value other than 1 or true.
+    #[error("all={0:?}: expected all=1")]
+    BadAll(String),
+    /// A value that is neither a path nor an http:// URL.
+    #[error("{name}={value:?}: expected a path (/a/b) or an http:// URL (http://host/a/b)")]
+    BadUrl {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A `%` not followed by two hex digits, or bytes that are not UTF-8 once decoded.
+    #[error("{0:?} is not valid percent-encoded UTF-8")]
+    BadEncoding(String),
+    /// A parameter this route does not know.
+    #[error("unknown parameter {0:?}: expected url, prefix or all")]
+    Unknown(String),
+}
+
+/// Reads the query of `POST /purge`. Values are percent-decoded once, so a URL with its own
+/// query is sent encoded (`url=http%3A%2F%2Fhost%2Fa%3Fb%3D1`, as `curl --data-urlencode` does).
+pub fn parse_purge_query(query: &str) -> Result<PurgeTarget, PurgeQueryError> {
+    let mut target = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)?;
+        let next = match name {
+            "url" => PurgeTarget::Url(check_url("url", value)?),
+            "prefix" => PurgeTarget::Prefix(check_url("prefix", value)?),
+            "all" => match value.as_str() {
+                "1" | "true" => PurgeTarget::All,
+                _ => return Err(PurgeQueryError::BadAll(value)),
+            },
+            other => return Err(PurgeQueryError::Unknown(other.to_string())),
+        };
+        if target.replace(next).is_some() {
+            return Err(PurgeQueryError::NotExactlyOne);
+        }
+    }
+    target.ok_or(PurgeQueryError::NotExactlyOne)
+}
+
+/// A path is kept as given; an absolute URL is turned into the cache key a request for it gets
+/// (host lowercased, default port dropped), so that it matches what the store holds.
+fn check_url(name: &'static str, value: String) -> Result<String, PurgeQueryError> {
+    let bad = || PurgeQueryError::BadUrl {
+        name,
+        value: value.clone(),
+    };
+    if value.starts_with('/') {
+        return Ok(value);
+    }
+    let uri: http::Uri = value.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(bad());
+    }
+    let (parts, ()) = Request::builder()
+        .uri(uri)
+        .body(())
+        .map_err(|_| bad())?
+        .into_parts();
+    Ok(cache_key(&parts, "http").as_str().to_string())
+}
+
+fn percent_decode(s: &str) -> Result<String, PurgeQueryError> {
+    let bad = || PurgeQueryError::BadEncoding(s.to_string());
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// Removes what `target` names; returns the number of store entries removed (a URL with Vary
+/// variants counts its index entry and each variant).
+pub fn purge(state: &AdminState, target: &PurgeTarget) -> u64 {
+    let proxy = &state.proxy;
+    match target {
+        PurgeTarget::All => proxy.purge_all(),
+        PurgeTarget::Url(url) if url.starts_with('/') => {
+            purge_paths(proxy.store().as_ref(), |path| is_key_or_variant(path, url))
+        }
+        PurgeTarget::Url(key) => proxy.purge_url(key),
+        PurgeTarget::Prefix(prefix) if prefix.starts_with('/') => {
+            purge_paths(proxy.store().as_ref(), |path| {
+                path.starts_with(prefix.as_str())
+            })
+        }
+        PurgeTarget::Prefix(prefix) => proxy.purge_prefix(prefix),
+    }
+}
+
+/// Removes every entry whose key's path (what follows `scheme://authority`) matches, on every
+/// host. The proxy's own purges take a full key; a path-only purge needs the key split, which is
+/// done here over the store's `retain`.
+fn purge_paths(store: &dyn Store, doomed: impl Fn(&str) -> bool) -> u64 {
+    let removed = AtomicU64::new(0);
+    store.retain(&|key: &Key, _| {
+        let d = doomed(key_path(key.as_str()));
+        if d {
+            removed.fetch_add(1, Ordering::Relaxed);
+        }
+        !d
+    });
+    removed.into_inner()
+}
+
+/// The path-and-query part of a cache key (`/a?b` of `http://host/a?b`), variant suffix included.
+fn key_path(key: &str) -> &str {
+    let after_scheme = key.find("://").map_or(0, |i| i + 3);
+    key[after_scheme..]
+        .find('/')
+        .map_or("", |i| &key[after_scheme + i..])
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut resp = Response::new(body::full(message.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(format!("{value}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_query_takes_exactly_one_target() {
+        assert_eq!(
+            parse_purge_query("url=%2Fa%3Fb%3D1"),
+            Ok(PurgeTarget::Url("/a?b=1".into()))
+        );
+        assert_eq!(
+            parse_purge_query("url=http%3A%2F%2FExample.COM%3A80%2Fa"),
+            Ok(PurgeTarget::Url("http://example.com/a".into()))
+        );
+        assert_eq!(
+            parse_purge_query("prefix=/img/"),
+            Ok(PurgeTarget::Prefix("/img/".into()))
+        );
+        assert_eq!(parse_purge_query("all=1"), Ok(PurgeTarget::All));
+        assert_eq!(parse_purge_query(""), Err(PurgeQueryError::NotExactlyOne));
+        assert_eq!(
+            parse_purge_query("all=1&prefix=/a"),
+            Err(PurgeQueryError::NotExactlyOne)
+        );
+        assert_eq!(
+            parse_purge_query("all=yes"),
+            Err(PurgeQueryError::BadAll("yes".into()))
+        );
+        assert!(matches!(
+            parse_purge_query("url=ftp://x/a"),
+            Err(PurgeQueryError::BadUrl { name: "url", .. })
+        ));
+        assert!(matches!(
+            parse_purge_query("url=%zz"),
+            Err(PurgeQueryError::BadEncoding(_))
+        ));
+        assert!(matches!(
+            parse_purge_query("host=a"),
+            Err(PurgeQueryError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn key_path_splits_after_the_authority() {
+        assert_eq!(key_path("http://h:8080/a/b?c"), "/a/b?c");
+        assert_eq!(key_path("http://h/a\0001\0accept=x"), "/a\0001\0accept=x");
+        assert_eq!(key_path("http://h"), "");
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert!(authorized(Some(&h("Bearer s3cret")), "s3cret"));
+        assert!(!authorized(Some(&h("Bearer s3cre")), "s3cret"));
+        assert!(!authorized(Some(&h("Bearer s3cretx")), "s3cret"));
+        assert!(!authorized(Some(&h("Basic s3cret")), "s3cret"));
+        assert!(!authorized(None, "s3cret"));
+    }
+}
