@@ -333,7 +333,8 @@ impl ServeArgs {
             ));
         }
         if let Some(admin) = self.admin {
-            if admin == self.listen {
+            // Port 0 asks the OS for a free port each time, so two :0 addresses do not clash.
+            if admin == self.listen && admin.port() != 0 {
                 return Err(invalid(
                     "--admin",
                     format!(

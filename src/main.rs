@@ -155,7 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running = cachet::server::start(config.clone()).await?;
     tracing::info!(
         listen = %running.addr,
-        admin = ?running.admin_addr,
+        admin = %running.admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         upstream = %config.upstream.url,
         backend = %config.backend,
         capacity = %cachet::units::format_size(config.capacity),

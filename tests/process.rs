@@ -1,0 +1,312 @@
+//! The real `cachet` binary as a child process: signals, exit codes, the config file, and the
+//! access log on stdout.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{client, origin};
+use reqwest::StatusCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cachet");
+
+/// A running `cachet serve` child, its stderr lines arriving on a channel.
+struct Serve {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+}
+
+impl Serve {
+    /// Starts `cachet serve` with `args` (plus JSON diagnostics on port 0) and waits for it to
+    /// say where it listens.
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Serve {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "info")
+            .env_remove("CACHET_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cachet");
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let line = match stderr.recv_timeout(wait) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let said: Vec<String> = stderr.try_iter().collect();
+                    panic!(
+                        "cachet did not report its address: {:?}, stderr: {said:?}",
+                        child.wait()
+                    );
+                }
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "cachet serving" {
+                let addr = v["fields"]["listen"].as_str().unwrap().parse().unwrap();
+                let admin = v["fields"]["admin"].as_str().and_then(|s| s.parse().ok());
+                return Serve {
+                    child,
+                    stderr,
+                    addr,
+                    admin,
+                };
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the child to exit, for at most `within`.
+    fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("cachet did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stdout(&mut self) -> String {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the child running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_slow_request_finish_then_exits_0() {
+    let (origin, _stop) = origin(Duration::ZERO).await;
+    let upstream = format!("http://{}", origin.addr);
+    let mut serve = Serve::start(&["--upstream", &upstream, "--admin", "127.0.0.1:0"], &[]);
+    let http = client();
+    let slow = {
+        let http = http.clone();
+        let url = format!("http://{}/slow?latency=1500ms", serve.addr);
+        tokio::spawn(async move {
+            let resp = http.get(url).send().await.unwrap();
+            (resp.status(), resp.bytes().await.unwrap().len())
+        })
+    };
+    // Wait until the request is in the proxy (the origin has seen it).
+    let stats = origin.stats.clone();
+    assert!(common::eventually(Duration::from_secs(10), || stats.requests() == 1).await);
+    serve.signal("TERM");
+    // While draining, the admin listener stays up and reports it.
+    let admin = serve.admin.expect("admin address logged");
+    let health = common::eventually_async(Duration::from_secs(5), || {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://{admin}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE)
+        }
+    })
+    .await;
+    assert!(health, "/health said 503 during the drain");
+    let (status, len) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the in-flight request completed");
+    assert_eq!(len, 1024);
+    let exit = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(15)));
+    assert_eq!(exit.code(), Some(0), "exit status {exit:?}");
+    let log = serve.stdout();
+    let line = log
+        .lines()
+        .find(|l| l.contains("/slow"))
+        .unwrap_or_else(|| panic!("no access log line for /slow in {log:?}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/slow?latency=1500ms");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["cache"], "miss");
+    assert_eq!(v["bytes"], 1024);
+    assert!(v["upstream_ms"].as_f64().unwrap() >= 1400.0, "{line}");
+    assert!(v["total_ms"].as_f64().unwrap() >= v["upstream_ms"].as_f64().unwrap());
+    let stderr = serve.stderr_so_far();
+    assert!(
+        stderr.iter().any(|l| l.contains("stopped")),
+        "stderr: {stderr:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let (origin, _stop) = origin(Duration::ZERO).await;
+    let upstream = format!("http://{}", origin.addr);
+    let mut serve = Serve::start(&["--upstream", &upstream, "--access-log", "off"], &[]);
+    let http = client();
+    let url = format!("http://{}/slow?latency=20s", serve.addr);
+    let slow = tokio::spawn(async move { http.get(url).send().await });
+    let stats = origin.stats.clone();
+    assert!(common::eventually(Duration::from_secs(10), || stats.requests() == 1).await);
+    serve.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(serve.child.try_wait().unwrap().is_none(), "still draining");
+    serve.signal("INT");
+    let exit = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(5)));
+    assert_eq!(exit.code(), Some(130));
+    assert!(slow.await.unwrap().is_err(), "the request was cut off");
+}
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cachet-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("CACHET_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_values_exit_non_zero_naming_the_key() {
+    let bad_value = write_config(
+        "bad_value.toml",
+        "upstream = \"http://127.0.0.1:9\"\n\ncapacity = \"lots\"\n",
+    );
+    let (code, err) = run_to_exit(&["serve", "--config", bad_value.to_str().unwrap()], &[]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("`capacity`") && err.contains("line 3"),
+        "{err}"
+    );
+    assert!(err.contains("\"lots\""), "{err}");
+
+    let unknown = write_config(
+        "unknown.toml",
+        "upstream = \"http://127.0.0.1:9\"\ncapacty = 1\n",
+    );
+    let (code, err) = run_to_exit(&["--config", unknown.to_str().unwrap()], &[]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("unknown key `capacty`") && err.contains("line 2"),
+        "{err}"
+    );
+
+    let wrong_type = write_config(
+        "type.toml",
+        "upstream = \"http://127.0.0.1:9\"\nadmin = true\n",
+    );
+    let (code, err) = run_to_exit(&["serve", "--config", wrong_type.to_str().unwrap()], &[]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("`admin`") && err.contains("line 2"), "{err}");
+
+    let (code, err) = run_to_exit(&["serve", "--config", "/nonexistent/cachet.toml"], &[]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("/nonexistent/cachet.toml"), "{err}");
+
+    // The same checks on flags and environment variables.
+    let (code, err) = run_to_exit(
+        &[
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--max-header-size",
+            "1KiB",
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--max-header-size"), "{err}");
+    let (code, err) = run_to_exit(
+        &["serve", "--upstream", "http://127.0.0.1:9"],
+        &[("CACHET_SHUTDOWN_TIMEOUT", "soon")],
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("--shutdown-timeout") && err.contains("soon"),
+        "{err}"
+    );
+}
+
+#[test]
+fn flags_then_environment_then_file() {
+    // The file's value parses but fails validation, so whether it was used is visible.
+    let file = write_config(
+        "precedence.toml",
+        "upstream = \"http://127.0.0.1:9\"\nrevalidate_workers = 0\naccess_log = \"off\"\n",
+    );
+    let config = file.to_str().unwrap();
+    let (code, err) = run_to_exit(
+        &["serve", "--config", config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_ne!(code, Some(0), "the file's value was used");
+    assert!(err.contains("--revalidate-workers"), "{err}");
+
+    // The environment wins over the file.
+    let serve = Serve::start(&["--config", config], &[("CACHET_REVALIDATE_WORKERS", "2")]);
+    drop(serve);
+    // A flag wins over both.
+    let serve = Serve::start(
+        &["--config", config, "--revalidate-workers", "3"],
+        &[("CACHET_REVALIDATE_WORKERS", "0")],
+    );
+    assert!(serve.admin.is_none());
+}
