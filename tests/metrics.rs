@@ -1,7 +1,8 @@
 //! `/metrics` over a real admin listener. The Prometheus recorder is process-wide, so this file
 //! holds a single test: in its own test binary, no other server moves the counters it checks.
 
-mod common;
+mod ops_support;
+use ops_support as common;
 
 use std::collections::HashMap;
 use std::time::Duration;

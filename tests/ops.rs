@@ -1,7 +1,8 @@
 //! Operations over real sockets, in-process: gauges, purges, the admin API, limits, timeouts and
 //! the graceful drain.
 
-mod common;
+mod ops_support;
+use ops_support as common;
 
 use std::time::Duration;
 

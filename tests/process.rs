@@ -3,7 +3,8 @@
 
 #![cfg(unix)]
 
-mod common;
+mod ops_support;
+use ops_support as common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
