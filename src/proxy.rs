@@ -290,7 +290,7 @@ impl Inner {
                         return serve_stored(&parts, stored, age, CacheStatus::hit(ttl), result);
                     }
                     Decision::StaleWhileRevalidate { ttl } => {
-                        self.refresh_in_background(&parts, &key, &found);
+                        self.refresh_in_background(&parts, &found);
                         let mut status = CacheStatus::hit(ttl);
                         status.detail = Some("stale-while-revalidate".into());
                         return serve_stored(&parts, stored, age, status, CacheResult::Stale);
@@ -311,7 +311,7 @@ impl Inner {
                             Fwd::Stale
                         };
                         return self
-                            .revalidate(parts, key, found, ttl, stale_if_error, fwd, client)
+                            .revalidate(parts, found, ttl, stale_if_error, fwd, client)
                             .await;
                     }
                 }
@@ -371,7 +371,6 @@ impl Inner {
     async fn revalidate(
         self: Arc<Self>,
         parts: Parts,
-        key: Key,
         found: Found,
         ttl: i64,
         stale_if_error: bool,
@@ -408,7 +407,6 @@ impl Inner {
                     .await
             }
             Flight::Leader(leader) => {
-                let _ = key;
                 let stale = Stale {
                     entry: found.entry,
                     serve_on_error: stale_if_error,
@@ -421,35 +419,21 @@ impl Inner {
 
     /// Queues a background refresh of a stale entry (RFC 5861 stale-while-revalidate). One key is
     /// refreshed once at a time (the coalescer's leader role); a full queue drops the refresh.
-    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, _key: &Key, found: &Found) {
+    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, found: &Found) {
         let Flight::Leader(leader) = self.coalescer.join(&found.key) else {
             return; // already being refreshed
         };
         let inner = Arc::clone(self);
         let primary = cache_key(parts, "http");
-        let request = fill_request_headers(&parts.headers);
-        let uri = parts.uri.clone();
-        let version = parts.version;
+        let fill = FillRequest::new(parts, None);
         let stale = Stale {
             entry: Arc::clone(&found.entry),
             serve_on_error: false,
         };
         let job = async move {
-            let upstream_request =
-                inner
-                    .upstream
-                    .prepare(Method::GET, &uri, &request.0, version, None, body::empty());
+            // Nobody reads the report: the client was already served the stale entry.
             let (tx, _rx) = oneshot::channel();
-            exchange(
-                inner,
-                upstream_request,
-                request,
-                primary,
-                Some(leader),
-                Some(stale),
-                tx,
-            )
-            .await;
+            exchange(inner, fill, primary, Some(leader), Some(stale), tx).await;
         };
         if !self.revalidator.try_submit(Box::pin(job)) {
             metrics::record_refresh_dropped();
@@ -467,34 +451,9 @@ impl Inner {
         mut status: CacheStatus,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let request = fill_request_headers(&parts.headers);
-        let mut upstream_headers = request.0.clone();
-        if let Some(s) = &stale {
-            if let Some(stored) = s.entry.response() {
-                for (name, value) in conditional::revalidation_headers(&stored.headers) {
-                    upstream_headers.insert(name, value);
-                }
-            }
-        }
-        let upstream_request = self.upstream.prepare(
-            Method::GET,
-            &parts.uri,
-            &upstream_headers,
-            parts.version,
-            client,
-            body::empty(),
-        );
+        let fill = FillRequest::new(&parts, client);
         let (tx, rx) = oneshot::channel();
-        let inner = Arc::clone(&self);
-        tokio::spawn(exchange(
-            inner,
-            upstream_request,
-            request,
-            key,
-            leader,
-            stale,
-            tx,
-        ));
+        tokio::spawn(exchange(Arc::clone(&self), fill, key, leader, stale, tx));
         let head = match rx.await {
             Ok(head) => head,
             Err(_) => {
@@ -733,12 +692,49 @@ enum Head {
     },
 }
 
-/// The request headers used for a cache fill, kept to decide storability and Vary.
-struct FillRequest(HeaderMap);
+/// What a cache fill sends upstream: the client's target and headers less its own conditionals
+/// and range. A fill asks for the whole, current response so that it can be stored; the client's
+/// conditions are then answered locally. The headers are also what storability and Vary are
+/// decided on.
+struct FillRequest {
+    uri: http::Uri,
+    version: http::Version,
+    client: Option<SocketAddr>,
+    headers: HeaderMap,
+}
 
-/// The client's headers less its own conditionals and range: a fill asks for the whole, current
-/// response so that it can be stored, and the client's conditions are then answered locally.
-fn fill_request_headers(headers: &HeaderMap) -> FillRequest {
+impl FillRequest {
+    fn new(parts: &Parts, client: Option<SocketAddr>) -> Self {
+        FillRequest {
+            uri: parts.uri.clone(),
+            version: parts.version,
+            client,
+            headers: fill_request_headers(&parts.headers),
+        }
+    }
+
+    /// The upstream request, with `validators` added when revalidating.
+    fn to_request(
+        &self,
+        upstream: &Upstream,
+        validators: &[(HeaderName, HeaderValue)],
+    ) -> Request<Body> {
+        let mut headers = self.headers.clone();
+        for (name, value) in validators {
+            headers.insert(name.clone(), value.clone());
+        }
+        upstream.prepare(
+            Method::GET,
+            &self.uri,
+            &headers,
+            self.version,
+            self.client,
+            body::empty(),
+        )
+    }
+}
+
+fn fill_request_headers(headers: &HeaderMap) -> HeaderMap {
     let mut h = headers.clone();
     for name in [
         IF_NONE_MATCH,
@@ -750,7 +746,7 @@ fn fill_request_headers(headers: &HeaderMap) -> FillRequest {
     ] {
         h.remove(name);
     }
-    FillRequest(h)
+    h
 }
 
 const CLIENT_CHANNEL_FRAMES: usize = 16;
@@ -760,16 +756,37 @@ const CLIENT_CHANNEL_FRAMES: usize = 16;
 /// for the store even after the client is gone.
 async fn exchange(
     inner: Arc<Inner>,
-    request: Request<Body>,
     fill: FillRequest,
     key: Key,
     leader: Option<Leader>,
     stale: Option<Stale>,
     report: oneshot::Sender<Head>,
 ) {
-    let request_time = SystemTime::now();
+    let validators = stale
+        .as_ref()
+        .and_then(|s| s.entry.response())
+        .map(|r| conditional::revalidation_headers(&r.headers))
+        .unwrap_or_default();
+    let mut request_time = SystemTime::now();
     let started = Instant::now();
-    let sent = inner.upstream.send(request).await;
+    let mut sent = inner
+        .upstream
+        .send(fill.to_request(&inner.upstream, &validators))
+        .await;
+    if let (Ok(resp), Some(s)) = (&sent, &stale) {
+        let stored = s.entry.response().expect("stale entries are responses");
+        if resp.status() == StatusCode::NOT_MODIFIED
+            && !conditional::not_modified_applies(&stored.headers, resp.headers())
+        {
+            // A 304 for some other representation than the one we hold (RFC 9111 4.3.4):
+            // it cannot refresh ours, so ask again without conditions.
+            request_time = SystemTime::now();
+            sent = inner
+                .upstream
+                .send(fill.to_request(&inner.upstream, &[]))
+                .await;
+        }
+    }
     let elapsed = started.elapsed();
     let response_time = SystemTime::now();
     metrics::record_upstream(elapsed);
@@ -811,7 +828,7 @@ async fn exchange(
                 &inner.config.rules.heuristics,
             )
             .map_or(0, |l| l.seconds);
-            let entry = inner.store_response(&key, &fill.0, refreshed);
+            let entry = inner.store_response(&key, &fill.headers, refreshed);
             if let Some(l) = leader {
                 l.finish(Outcome::Shared(Arc::clone(&entry)));
             }
@@ -831,7 +848,7 @@ async fn exchange(
 
     let mut verdict = storable(
         &Method::GET,
-        &fill.0,
+        &fill.headers,
         head.status,
         &head.headers,
         &inner.config.rules,
@@ -918,7 +935,7 @@ async fn exchange(
         cc,
         lifetime,
     };
-    let entry = inner.store_response(&key, &fill.0, response);
+    let entry = inner.store_response(&key, &fill.headers, response);
     if let Some(l) = leader {
         l.finish(Outcome::Shared(entry));
     }
@@ -986,7 +1003,12 @@ fn serve_stored(
         }
         _ => (stored.status, stored.body.clone()),
     };
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
+        // These carry no body, and RFC 9110 8.6 forbids a Content-Length on a 204.
+        headers.remove(CONTENT_LENGTH);
+    } else {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     headers.append(CACHE_STATUS, status.header_value());
     let body = if parts.method == Method::HEAD {
         body::empty()
