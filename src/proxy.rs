@@ -131,17 +131,37 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// A stored response found for a request.
+/// A store entry known to be a response, not a variant index: checked once where it is made,
+/// so the code that serves, refreshes or falls back on it cannot be handed an index.
+#[derive(Clone)]
+struct StoredResponse(Arc<Entry>);
+
+impl StoredResponse {
+    fn new(entry: Arc<Entry>) -> Option<Self> {
+        entry.response().is_some().then_some(StoredResponse(entry))
+    }
+}
+
+impl std::ops::Deref for StoredResponse {
+    type Target = CachedResponse;
+
+    fn deref(&self) -> &CachedResponse {
+        match &*self.0 {
+            Entry::Response(r) => r,
+            Entry::Variants { .. } => unreachable!("StoredResponse::new admits responses only"),
+        }
+    }
+}
+
+/// A stored response found for a request, and the key it is stored under.
 struct Found {
-    entry: Arc<Entry>,
+    entry: StoredResponse,
     key: Key,
 }
 
 impl Found {
     fn response(&self) -> &CachedResponse {
-        self.entry
-            .response()
-            .expect("lookup only returns response entries")
+        &self.entry
     }
 }
 
@@ -236,7 +256,7 @@ impl Inner {
             Entry::Response(r) => {
                 if vary::matches(&r.vary_values, headers) {
                     Lookup::Found(Found {
-                        entry,
+                        entry: StoredResponse(Arc::clone(&entry)),
                         key: key.clone(),
                     })
                 } else {
@@ -246,12 +266,12 @@ impl Inner {
             Entry::Variants { names, id } => {
                 let values = vary::request_values(headers, names);
                 let variant = vary::variant_key(key, *id, &values);
-                match self.store.get(&variant) {
-                    Some(e) if e.response().is_some() => Lookup::Found(Found {
-                        entry: e,
+                match self.store.get(&variant).and_then(StoredResponse::new) {
+                    Some(entry) => Lookup::Found(Found {
+                        entry,
                         key: variant,
                     }),
-                    _ => Lookup::Miss(Fwd::VaryMiss),
+                    None => Lookup::Miss(Fwd::VaryMiss),
                 }
             }
         }
@@ -427,7 +447,7 @@ impl Inner {
         let primary = cache_key(parts, "http");
         let fill = FillRequest::new(parts, None);
         let stale = Stale {
-            entry: Arc::clone(&found.entry),
+            entry: found.entry.clone(),
             serve_on_error: false,
         };
         let job = async move {
@@ -478,7 +498,7 @@ impl Inner {
                 fwd_status,
                 elapsed,
             } => {
-                let stored = entry.response().expect("stale entries are responses");
+                let stored = &*entry;
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = fwd_status;
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
@@ -488,7 +508,7 @@ impl Inner {
                 resp
             }
             Head::Refreshed { entry, elapsed } => {
-                let stored = entry.response().expect("refreshed entries are responses");
+                let stored = &*entry;
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = Some(304);
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
@@ -628,7 +648,7 @@ impl Inner {
         primary: &Key,
         request: &HeaderMap,
         mut response: CachedResponse,
-    ) -> Arc<Entry> {
+    ) -> StoredResponse {
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
                 // Reuse the index when it names the same headers, so sibling variants survive.
@@ -650,13 +670,13 @@ impl Inner {
                 let variant = vary::variant_key(primary, id, &response.vary_values);
                 let entry = Arc::new(Entry::Response(response));
                 self.store.insert(variant, Arc::clone(&entry));
-                entry
+                StoredResponse(entry)
             }
             VarySpec::None | VarySpec::Star => {
                 response.vary_values.clear();
                 let entry = Arc::new(Entry::Response(response));
                 self.store.insert(primary.clone(), Arc::clone(&entry));
-                entry
+                StoredResponse(entry)
             }
         }
     }
@@ -664,7 +684,7 @@ impl Inner {
 
 /// A stale response a fetch may fall back on or refresh.
 struct Stale {
-    entry: Arc<Entry>,
+    entry: StoredResponse,
     /// `stale-if-error` allows serving it when the upstream fails.
     serve_on_error: bool,
 }
@@ -674,13 +694,13 @@ enum Head {
     Failed(UpstreamError, Duration),
     /// The upstream failed and the stale entry may be served instead.
     StaleOnError {
-        entry: Arc<Entry>,
+        entry: StoredResponse,
         fwd_status: Option<u16>,
         elapsed: Duration,
     },
     /// A 304 refreshed the stored entry.
     Refreshed {
-        entry: Arc<Entry>,
+        entry: StoredResponse,
         elapsed: Duration,
     },
     /// A full response: its head, whether it will be stored (with its ttl), and the body.
@@ -764,8 +784,7 @@ async fn exchange(
 ) {
     let validators = stale
         .as_ref()
-        .and_then(|s| s.entry.response())
-        .map(|r| conditional::revalidation_headers(&r.headers))
+        .map(|s| conditional::revalidation_headers(&s.entry.headers))
         .unwrap_or_default();
     let mut request_time = SystemTime::now();
     let started = Instant::now();
@@ -774,7 +793,7 @@ async fn exchange(
         .send(fill.to_request(&inner.upstream, &validators))
         .await;
     if let (Ok(resp), Some(s)) = (&sent, &stale) {
-        let stored = s.entry.response().expect("stale entries are responses");
+        let stored = &s.entry;
         if resp.status() == StatusCode::NOT_MODIFIED
             && !conditional::not_modified_applies(&stored.headers, resp.headers())
         {
@@ -811,11 +830,11 @@ async fn exchange(
     add_via(&mut head.headers, head.version);
 
     if let Some(s) = &stale {
-        let stored = s.entry.response().expect("stale entries are responses");
+        let stored = &s.entry;
         if head.status == StatusCode::NOT_MODIFIED
             && conditional::not_modified_applies(&stored.headers, &head.headers)
         {
-            let mut refreshed = stored.clone();
+            let mut refreshed = CachedResponse::clone(stored);
             refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
             refreshed.request_time = request_time;
             refreshed.response_time = response_time;
@@ -830,7 +849,7 @@ async fn exchange(
             .map_or(0, |l| l.seconds);
             let entry = inner.store_response(&key, &fill.headers, refreshed);
             if let Some(l) = leader {
-                l.finish(Outcome::Shared(Arc::clone(&entry)));
+                l.finish(Outcome::Shared(Arc::clone(&entry.0)));
             }
             let _ = report.send(Head::Refreshed { entry, elapsed });
             return;
@@ -838,7 +857,7 @@ async fn exchange(
         if s.serve_on_error && head.status.is_server_error() {
             // Keep the stale entry; a 5xx must not replace it.
             let _ = report.send(Head::StaleOnError {
-                entry: Arc::clone(&s.entry),
+                entry: s.entry.clone(),
                 fwd_status: Some(head.status.as_u16()),
                 elapsed,
             });
@@ -937,7 +956,7 @@ async fn exchange(
     };
     let entry = inner.store_response(&key, &fill.headers, response);
     if let Some(l) = leader {
-        l.finish(Outcome::Shared(entry));
+        l.finish(Outcome::Shared(entry.0));
     }
 }
 
