@@ -836,9 +836,14 @@ async fn exchange(
         {
             let mut refreshed = CachedResponse::clone(stored);
             refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
+            if !inner.config.rules.allow_set_cookie {
+                // A cookie set on a 304 is one client's; it must not become part of the entry.
+                refreshed.headers.remove(http::header::SET_COOKIE);
+            }
             refreshed.request_time = request_time;
             refreshed.response_time = response_time;
             refreshed.cc = CacheControl::from_headers(&refreshed.headers);
+            strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
             refreshed.lifetime = freshness_lifetime(
                 refreshed.status,
                 &refreshed.headers,
