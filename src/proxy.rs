@@ -40,6 +40,7 @@ use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::key::{cache_key, same_origin_key};
 use crate::policy::range::{self, RangeAnswer};
 use crate::policy::storable::storable;
+use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
 use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, NotStorable, StoreRules};
 use crate::revalidate::Revalidator;
@@ -636,6 +637,28 @@ impl Inner {
         }
     }
 
+    /// The directives and freshness lifetime a response is stored with, read from
+    /// `CDN-Cache-Control` when it carries a valid one (RFC 9213), from `Cache-Control` and
+    /// `Expires` otherwise.
+    fn freshness(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        response_time: SystemTime,
+    ) -> (CacheControl, u64) {
+        let effective = targeted::effective_headers(headers);
+        let cc = CacheControl::from_headers(&effective);
+        let lifetime = freshness_lifetime(
+            status,
+            &effective,
+            &cc,
+            response_time,
+            &self.config.rules.heuristics,
+        )
+        .map_or(0, |l| l.seconds);
+        (cc, lifetime)
+    }
+
     /// Removes what is stored for a URL: its response, or its variant index (which orphans every
     /// variant under it for good; see [`Entry::Variants`]).
     fn invalidate(&self, key: &Key) {
@@ -842,16 +865,11 @@ async fn exchange(
             }
             refreshed.request_time = request_time;
             refreshed.response_time = response_time;
-            refreshed.cc = CacheControl::from_headers(&refreshed.headers);
+            let (cc, lifetime) =
+                inner.freshness(refreshed.status, &refreshed.headers, response_time);
+            refreshed.cc = cc;
+            refreshed.lifetime = lifetime;
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
-            refreshed.lifetime = freshness_lifetime(
-                refreshed.status,
-                &refreshed.headers,
-                &refreshed.cc,
-                response_time,
-                &inner.config.rules.heuristics,
-            )
-            .map_or(0, |l| l.seconds);
             let entry = inner.store_response(&key, &fill.headers, refreshed);
             if let Some(l) = leader {
                 l.finish(Outcome::Shared(Arc::clone(&entry.0)));
@@ -874,7 +892,7 @@ async fn exchange(
         &Method::GET,
         &fill.headers,
         head.status,
-        &head.headers,
+        &targeted::effective_headers(&head.headers),
         &inner.config.rules,
     );
     let max = inner.config.max_object_size;
@@ -886,15 +904,7 @@ async fn exchange(
     if verdict.is_ok() && declared.is_some_and(|n| n > max) {
         verdict = Err(NotStorable::TooLarge);
     }
-    let cc = CacheControl::from_headers(&head.headers);
-    let lifetime = freshness_lifetime(
-        head.status,
-        &head.headers,
-        &cc,
-        response_time,
-        &inner.config.rules.heuristics,
-    )
-    .map_or(0, |l| l.seconds);
+    let (cc, lifetime) = inner.freshness(head.status, &head.headers, response_time);
     let ttl_verdict = verdict.map(|()| lifetime as i64);
 
     let (client_tx, client_rx) =

@@ -359,3 +359,26 @@ async fn heuristic_freshness_from_last_modified() {
     s.get("/nofresh?cc=").await;
     assert!(!s.get("/nofresh?cc=").await.is_hit());
 }
+
+#[tokio::test]
+async fn cdn_cache_control_governs_the_proxy() {
+    let s = stack(Backend::Moka).await;
+    // RFC 9213: the targeted field wins over Cache-Control, both ways.
+    let stored = "/cdn1?cc=no-store&cdncc=max-age%3D60";
+    s.get(stored).await;
+    let r = s.get(stored).await;
+    assert!(r.is_hit(), "{}", r.cache_status());
+    assert_eq!(
+        r.header("cdn-cache-control"),
+        Some("max-age=60"),
+        "passed on unchanged"
+    );
+    let refused = "/cdn2?cc=max-age%3D60&cdncc=no-store";
+    s.get(refused).await;
+    assert!(!s.get(refused).await.is_hit());
+    // An invalid targeted field is ignored: Cache-Control governs.
+    let invalid = "/cdn3?cc=max-age%3D60&cdncc=max-age%3D%2210%22";
+    s.get(invalid).await;
+    assert!(s.get(invalid).await.is_hit());
+    assert_eq!(s.origin_requests(), 4);
+}

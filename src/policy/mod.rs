@@ -12,6 +12,7 @@ pub mod headers;
 pub mod key;
 pub mod range;
 pub mod storable;
+pub mod targeted;
 pub mod vary;
 
 pub use cache_control::CacheControl;
