@@ -126,10 +126,17 @@ mod tests {
         )
     }
 
+    /// Response headers, the effective Cache-Control, and whether Expires is kept.
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        Option<&'static str>,
+        bool,
+    );
+
     #[test]
     fn table() {
         // (headers, effective Cache-Control, Expires kept) — RFC 9213 2.1 and 2.2.
-        let cases: &[(&[(&str, &str)], Option<&str>, bool)] = &[
+        let cases: &[Case] = &[
             // Absent: Cache-Control and Expires as they are.
             (
                 &[("cache-control", "max-age=5"), ("expires", "0")],
