@@ -261,7 +261,8 @@ mod tests {
     /// Each row: the RFC rule, the text, the parsed tag (weak, opaque) or `None`.
     #[test]
     fn entity_tag_table() {
-        let rows: Vec<(&str, &str, Option<(bool, &str)>)> = vec![
+        type Row<'a> = (&'a str, &'a str, Option<(bool, &'a str)>);
+        let rows: Vec<Row> = vec![
             ("9110 8.8.3 strong", "\"xyzzy\"", Some((false, "\"xyzzy\""))),
             ("9110 8.8.3 weak", "W/\"xyzzy\"", Some((true, "\"xyzzy\""))),
             ("9110 8.8.3 empty opaque", "\"\"", Some((false, "\"\""))),

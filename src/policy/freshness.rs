@@ -296,7 +296,8 @@ mod tests {
     #[test]
     fn lifetime_table() {
         const DAY: i64 = 86_400;
-        let rows: Vec<(&str, u16, Vec<(&str, String)>, Option<Lifetime>)> = vec![
+        type Row<'a> = (&'a str, u16, Vec<(&'a str, String)>, Option<Lifetime>);
+        let rows: Vec<Row> = vec![
             (
                 "9111 4.2.1 max-age",
                 200,
@@ -581,7 +582,8 @@ mod tests {
     /// `T`), the current age.
     #[test]
     fn current_age_table() {
-        let rows: Vec<(&str, Vec<(&str, String)>, i64, i64, i64, u64)> = vec![
+        type Row<'a> = (&'a str, Vec<(&'a str, String)>, i64, i64, i64, u64);
+        let rows: Vec<Row> = vec![
             ("9111 4.2.3 resident time only", vec![], 0, 0, 10, 10),
             (
                 "9111 4.2.3 apparent age from Date",
