@@ -17,6 +17,7 @@
 //! | `version=N` | mixed into the body and ETag, so a test can change the "file" behind a URL |
 //! | `expires=...` | send this `Expires` value |
 //! | `location=/x` | send `Location` |
+//! | `cdncc=max-age=60` | send this `CDN-Cache-Control` value |
 //!
 //! `GET /_origin/stats` answers `{"requests": N, "conditional": M}`, counting the requests that
 //! reached the origin (stats calls excluded); `POST /_origin/reset` zeroes the counts.
@@ -343,6 +344,9 @@ async fn build(req: &Request<Incoming>, config: &OriginConfig) -> Result<Respons
     }
     if let Some(e) = q.get("expires") {
         builder = builder.header(EXPIRES, e);
+    }
+    if let Some(v) = q.get("cdncc") {
+        builder = builder.header("cdn-cache-control", v);
     }
     if let Some(l) = q.get("location") {
         builder = builder.header(LOCATION, l);

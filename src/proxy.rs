@@ -40,6 +40,7 @@ use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::key::{cache_key, same_origin_key};
 use crate::policy::range::{self, RangeAnswer};
 use crate::policy::storable::storable;
+use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
 use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, NotStorable, StoreRules};
 use crate::revalidate::Revalidator;
@@ -131,17 +132,37 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// A stored response found for a request.
+/// A store entry known to be a response, not a variant index: checked once where it is made,
+/// so the code that serves, refreshes or falls back on it cannot be handed an index.
+#[derive(Clone)]
+struct StoredResponse(Arc<Entry>);
+
+impl StoredResponse {
+    fn new(entry: Arc<Entry>) -> Option<Self> {
+        entry.response().is_some().then_some(StoredResponse(entry))
+    }
+}
+
+impl std::ops::Deref for StoredResponse {
+    type Target = CachedResponse;
+
+    fn deref(&self) -> &CachedResponse {
+        match &*self.0 {
+            Entry::Response(r) => r,
+            Entry::Variants { .. } => unreachable!("StoredResponse::new admits responses only"),
+        }
+    }
+}
+
+/// A stored response found for a request, and the key it is stored under.
 struct Found {
-    entry: Arc<Entry>,
+    entry: StoredResponse,
     key: Key,
 }
 
 impl Found {
     fn response(&self) -> &CachedResponse {
-        self.entry
-            .response()
-            .expect("lookup only returns response entries")
+        &self.entry
     }
 }
 
@@ -236,7 +257,7 @@ impl Inner {
             Entry::Response(r) => {
                 if vary::matches(&r.vary_values, headers) {
                     Lookup::Found(Found {
-                        entry,
+                        entry: StoredResponse(Arc::clone(&entry)),
                         key: key.clone(),
                     })
                 } else {
@@ -246,12 +267,12 @@ impl Inner {
             Entry::Variants { names, id } => {
                 let values = vary::request_values(headers, names);
                 let variant = vary::variant_key(key, *id, &values);
-                match self.store.get(&variant) {
-                    Some(e) if e.response().is_some() => Lookup::Found(Found {
-                        entry: e,
+                match self.store.get(&variant).and_then(StoredResponse::new) {
+                    Some(entry) => Lookup::Found(Found {
+                        entry,
                         key: variant,
                     }),
-                    _ => Lookup::Miss(Fwd::VaryMiss),
+                    None => Lookup::Miss(Fwd::VaryMiss),
                 }
             }
         }
@@ -290,7 +311,7 @@ impl Inner {
                         return serve_stored(&parts, stored, age, CacheStatus::hit(ttl), result);
                     }
                     Decision::StaleWhileRevalidate { ttl } => {
-                        self.refresh_in_background(&parts, &key, &found);
+                        self.refresh_in_background(&parts, &found);
                         let mut status = CacheStatus::hit(ttl);
                         status.detail = Some("stale-while-revalidate".into());
                         return serve_stored(&parts, stored, age, status, CacheResult::Stale);
@@ -311,7 +332,7 @@ impl Inner {
                             Fwd::Stale
                         };
                         return self
-                            .revalidate(parts, key, found, ttl, stale_if_error, fwd, client)
+                            .revalidate(parts, found, ttl, stale_if_error, fwd, client)
                             .await;
                     }
                 }
@@ -371,7 +392,6 @@ impl Inner {
     async fn revalidate(
         self: Arc<Self>,
         parts: Parts,
-        key: Key,
         found: Found,
         ttl: i64,
         stale_if_error: bool,
@@ -408,7 +428,6 @@ impl Inner {
                     .await
             }
             Flight::Leader(leader) => {
-                let _ = key;
                 let stale = Stale {
                     entry: found.entry,
                     serve_on_error: stale_if_error,
@@ -421,35 +440,21 @@ impl Inner {
 
     /// Queues a background refresh of a stale entry (RFC 5861 stale-while-revalidate). One key is
     /// refreshed once at a time (the coalescer's leader role); a full queue drops the refresh.
-    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, _key: &Key, found: &Found) {
+    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, found: &Found) {
         let Flight::Leader(leader) = self.coalescer.join(&found.key) else {
             return; // already being refreshed
         };
         let inner = Arc::clone(self);
         let primary = cache_key(parts, "http");
-        let request = fill_request_headers(&parts.headers);
-        let uri = parts.uri.clone();
-        let version = parts.version;
+        let fill = FillRequest::new(parts, None);
         let stale = Stale {
-            entry: Arc::clone(&found.entry),
+            entry: found.entry.clone(),
             serve_on_error: false,
         };
         let job = async move {
-            let upstream_request =
-                inner
-                    .upstream
-                    .prepare(Method::GET, &uri, &request.0, version, None, body::empty());
+            // Nobody reads the report: the client was already served the stale entry.
             let (tx, _rx) = oneshot::channel();
-            exchange(
-                inner,
-                upstream_request,
-                request,
-                primary,
-                Some(leader),
-                Some(stale),
-                tx,
-            )
-            .await;
+            exchange(inner, fill, primary, Some(leader), Some(stale), tx).await;
         };
         if !self.revalidator.try_submit(Box::pin(job)) {
             metrics::record_refresh_dropped();
@@ -467,34 +472,9 @@ impl Inner {
         mut status: CacheStatus,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let request = fill_request_headers(&parts.headers);
-        let mut upstream_headers = request.0.clone();
-        if let Some(s) = &stale {
-            if let Some(stored) = s.entry.response() {
-                for (name, value) in conditional::revalidation_headers(&stored.headers) {
-                    upstream_headers.insert(name, value);
-                }
-            }
-        }
-        let upstream_request = self.upstream.prepare(
-            Method::GET,
-            &parts.uri,
-            &upstream_headers,
-            parts.version,
-            client,
-            body::empty(),
-        );
+        let fill = FillRequest::new(&parts, client);
         let (tx, rx) = oneshot::channel();
-        let inner = Arc::clone(&self);
-        tokio::spawn(exchange(
-            inner,
-            upstream_request,
-            request,
-            key,
-            leader,
-            stale,
-            tx,
-        ));
+        tokio::spawn(exchange(Arc::clone(&self), fill, key, leader, stale, tx));
         let head = match rx.await {
             Ok(head) => head,
             Err(_) => {
@@ -519,7 +499,7 @@ impl Inner {
                 fwd_status,
                 elapsed,
             } => {
-                let stored = entry.response().expect("stale entries are responses");
+                let stored = &*entry;
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = fwd_status;
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
@@ -529,7 +509,7 @@ impl Inner {
                 resp
             }
             Head::Refreshed { entry, elapsed } => {
-                let stored = entry.response().expect("refreshed entries are responses");
+                let stored = &*entry;
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = Some(304);
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
@@ -657,6 +637,28 @@ impl Inner {
         }
     }
 
+    /// The directives and freshness lifetime a response is stored with, read from
+    /// `CDN-Cache-Control` when it carries a valid one (RFC 9213), from `Cache-Control` and
+    /// `Expires` otherwise.
+    fn freshness(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        response_time: SystemTime,
+    ) -> (CacheControl, u64) {
+        let effective = targeted::effective_headers(headers);
+        let cc = CacheControl::from_headers(&effective);
+        let lifetime = freshness_lifetime(
+            status,
+            &effective,
+            &cc,
+            response_time,
+            &self.config.rules.heuristics,
+        )
+        .map_or(0, |l| l.seconds);
+        (cc, lifetime)
+    }
+
     /// Removes what is stored for a URL: its response, or its variant index (which orphans every
     /// variant under it for good; see [`Entry::Variants`]).
     fn invalidate(&self, key: &Key) {
@@ -669,7 +671,7 @@ impl Inner {
         primary: &Key,
         request: &HeaderMap,
         mut response: CachedResponse,
-    ) -> Arc<Entry> {
+    ) -> StoredResponse {
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
                 // Reuse the index when it names the same headers, so sibling variants survive.
@@ -691,13 +693,13 @@ impl Inner {
                 let variant = vary::variant_key(primary, id, &response.vary_values);
                 let entry = Arc::new(Entry::Response(response));
                 self.store.insert(variant, Arc::clone(&entry));
-                entry
+                StoredResponse(entry)
             }
             VarySpec::None | VarySpec::Star => {
                 response.vary_values.clear();
                 let entry = Arc::new(Entry::Response(response));
                 self.store.insert(primary.clone(), Arc::clone(&entry));
-                entry
+                StoredResponse(entry)
             }
         }
     }
@@ -705,7 +707,7 @@ impl Inner {
 
 /// A stale response a fetch may fall back on or refresh.
 struct Stale {
-    entry: Arc<Entry>,
+    entry: StoredResponse,
     /// `stale-if-error` allows serving it when the upstream fails.
     serve_on_error: bool,
 }
@@ -715,13 +717,13 @@ enum Head {
     Failed(UpstreamError, Duration),
     /// The upstream failed and the stale entry may be served instead.
     StaleOnError {
-        entry: Arc<Entry>,
+        entry: StoredResponse,
         fwd_status: Option<u16>,
         elapsed: Duration,
     },
     /// A 304 refreshed the stored entry.
     Refreshed {
-        entry: Arc<Entry>,
+        entry: StoredResponse,
         elapsed: Duration,
     },
     /// A full response: its head, whether it will be stored (with its ttl), and the body.
@@ -733,12 +735,49 @@ enum Head {
     },
 }
 
-/// The request headers used for a cache fill, kept to decide storability and Vary.
-struct FillRequest(HeaderMap);
+/// What a cache fill sends upstream: the client's target and headers less its own conditionals
+/// and range. A fill asks for the whole, current response so that it can be stored; the client's
+/// conditions are then answered locally. The headers are also what storability and Vary are
+/// decided on.
+struct FillRequest {
+    uri: http::Uri,
+    version: http::Version,
+    client: Option<SocketAddr>,
+    headers: HeaderMap,
+}
 
-/// The client's headers less its own conditionals and range: a fill asks for the whole, current
-/// response so that it can be stored, and the client's conditions are then answered locally.
-fn fill_request_headers(headers: &HeaderMap) -> FillRequest {
+impl FillRequest {
+    fn new(parts: &Parts, client: Option<SocketAddr>) -> Self {
+        FillRequest {
+            uri: parts.uri.clone(),
+            version: parts.version,
+            client,
+            headers: fill_request_headers(&parts.headers),
+        }
+    }
+
+    /// The upstream request, with `validators` added when revalidating.
+    fn to_request(
+        &self,
+        upstream: &Upstream,
+        validators: &[(HeaderName, HeaderValue)],
+    ) -> Request<Body> {
+        let mut headers = self.headers.clone();
+        for (name, value) in validators {
+            headers.insert(name.clone(), value.clone());
+        }
+        upstream.prepare(
+            Method::GET,
+            &self.uri,
+            &headers,
+            self.version,
+            self.client,
+            body::empty(),
+        )
+    }
+}
+
+fn fill_request_headers(headers: &HeaderMap) -> HeaderMap {
     let mut h = headers.clone();
     for name in [
         IF_NONE_MATCH,
@@ -750,7 +789,7 @@ fn fill_request_headers(headers: &HeaderMap) -> FillRequest {
     ] {
         h.remove(name);
     }
-    FillRequest(h)
+    h
 }
 
 const CLIENT_CHANNEL_FRAMES: usize = 16;
@@ -760,16 +799,36 @@ const CLIENT_CHANNEL_FRAMES: usize = 16;
 /// for the store even after the client is gone.
 async fn exchange(
     inner: Arc<Inner>,
-    request: Request<Body>,
     fill: FillRequest,
     key: Key,
     leader: Option<Leader>,
     stale: Option<Stale>,
     report: oneshot::Sender<Head>,
 ) {
-    let request_time = SystemTime::now();
+    let validators = stale
+        .as_ref()
+        .map(|s| conditional::revalidation_headers(&s.entry.headers))
+        .unwrap_or_default();
+    let mut request_time = SystemTime::now();
     let started = Instant::now();
-    let sent = inner.upstream.send(request).await;
+    let mut sent = inner
+        .upstream
+        .send(fill.to_request(&inner.upstream, &validators))
+        .await;
+    if let (Ok(resp), Some(s)) = (&sent, &stale) {
+        let stored = &s.entry;
+        if resp.status() == StatusCode::NOT_MODIFIED
+            && !conditional::not_modified_applies(&stored.headers, resp.headers())
+        {
+            // A 304 for some other representation than the one we hold (RFC 9111 4.3.4):
+            // it cannot refresh ours, so ask again without conditions.
+            request_time = SystemTime::now();
+            sent = inner
+                .upstream
+                .send(fill.to_request(&inner.upstream, &[]))
+                .await;
+        }
+    }
     let elapsed = started.elapsed();
     let response_time = SystemTime::now();
     metrics::record_upstream(elapsed);
@@ -794,26 +853,26 @@ async fn exchange(
     add_via(&mut head.headers, head.version);
 
     if let Some(s) = &stale {
-        let stored = s.entry.response().expect("stale entries are responses");
+        let stored = &s.entry;
         if head.status == StatusCode::NOT_MODIFIED
             && conditional::not_modified_applies(&stored.headers, &head.headers)
         {
-            let mut refreshed = stored.clone();
+            let mut refreshed = CachedResponse::clone(stored);
             refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
+            if !inner.config.rules.allow_set_cookie {
+                // A cookie set on a 304 is one client's; it must not become part of the entry.
+                refreshed.headers.remove(http::header::SET_COOKIE);
+            }
             refreshed.request_time = request_time;
             refreshed.response_time = response_time;
-            refreshed.cc = CacheControl::from_headers(&refreshed.headers);
-            refreshed.lifetime = freshness_lifetime(
-                refreshed.status,
-                &refreshed.headers,
-                &refreshed.cc,
-                response_time,
-                &inner.config.rules.heuristics,
-            )
-            .map_or(0, |l| l.seconds);
-            let entry = inner.store_response(&key, &fill.0, refreshed);
+            let (cc, lifetime) =
+                inner.freshness(refreshed.status, &refreshed.headers, response_time);
+            refreshed.cc = cc;
+            refreshed.lifetime = lifetime;
+            strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
+            let entry = inner.store_response(&key, &fill.headers, refreshed);
             if let Some(l) = leader {
-                l.finish(Outcome::Shared(Arc::clone(&entry)));
+                l.finish(Outcome::Shared(Arc::clone(&entry.0)));
             }
             let _ = report.send(Head::Refreshed { entry, elapsed });
             return;
@@ -821,7 +880,7 @@ async fn exchange(
         if s.serve_on_error && head.status.is_server_error() {
             // Keep the stale entry; a 5xx must not replace it.
             let _ = report.send(Head::StaleOnError {
-                entry: Arc::clone(&s.entry),
+                entry: s.entry.clone(),
                 fwd_status: Some(head.status.as_u16()),
                 elapsed,
             });
@@ -831,9 +890,9 @@ async fn exchange(
 
     let mut verdict = storable(
         &Method::GET,
-        &fill.0,
+        &fill.headers,
         head.status,
-        &head.headers,
+        &targeted::effective_headers(&head.headers),
         &inner.config.rules,
     );
     let max = inner.config.max_object_size;
@@ -845,15 +904,7 @@ async fn exchange(
     if verdict.is_ok() && declared.is_some_and(|n| n > max) {
         verdict = Err(NotStorable::TooLarge);
     }
-    let cc = CacheControl::from_headers(&head.headers);
-    let lifetime = freshness_lifetime(
-        head.status,
-        &head.headers,
-        &cc,
-        response_time,
-        &inner.config.rules.heuristics,
-    )
-    .map_or(0, |l| l.seconds);
+    let (cc, lifetime) = inner.freshness(head.status, &head.headers, response_time);
     let ttl_verdict = verdict.map(|()| lifetime as i64);
 
     let (client_tx, client_rx) =
@@ -918,9 +969,9 @@ async fn exchange(
         cc,
         lifetime,
     };
-    let entry = inner.store_response(&key, &fill.0, response);
+    let entry = inner.store_response(&key, &fill.headers, response);
     if let Some(l) = leader {
-        l.finish(Outcome::Shared(entry));
+        l.finish(Outcome::Shared(entry.0));
     }
 }
 
@@ -986,7 +1037,12 @@ fn serve_stored(
         }
         _ => (stored.status, stored.body.clone()),
     };
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
+        // These carry no body, and RFC 9110 8.6 forbids a Content-Length on a 204.
+        headers.remove(CONTENT_LENGTH);
+    } else {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     headers.append(CACHE_STATUS, status.header_value());
     let body = if parts.method == Method::HEAD {
         body::empty()

@@ -73,17 +73,21 @@ impl CacheStatus {
     }
 
     /// Renders the header value, e.g. `cachet; fwd=uri-miss; fwd-status=200; stored`.
+    ///
+    /// `hit` and `fwd` exclude each other (RFC 9211 2.1, 2.2): when both are set, `fwd` is
+    /// rendered. `fwd-status` is rendered only beside `fwd` (2.3). `detail` is a token when it is
+    /// one and a structured-field string otherwise (2.8, RFC 8941 3.3.3-4).
     pub fn render(&self) -> String {
         let mut s = String::from(Self::CACHE_NAME);
-        if self.hit {
+        if self.hit && self.fwd.is_none() {
             s.push_str("; hit");
         }
         if let Some(fwd) = self.fwd {
             s.push_str("; fwd=");
             s.push_str(fwd.as_str());
-        }
-        if let Some(status) = self.fwd_status {
-            s.push_str(&format!("; fwd-status={status}"));
+            if let Some(status) = self.fwd_status {
+                s.push_str(&format!("; fwd-status={status}"));
+            }
         }
         if let Some(ttl) = self.ttl {
             s.push_str(&format!("; ttl={ttl}"));
@@ -95,14 +99,11 @@ impl CacheStatus {
             s.push_str("; collapsed");
         }
         if let Some(detail) = &self.detail {
-            // A token when it is one, a quoted string otherwise.
-            if detail
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-            {
-                s.push_str(&format!("; detail={detail}"));
+            s.push_str("; detail=");
+            if is_sf_token(detail) {
+                s.push_str(detail);
             } else {
-                s.push_str(&format!("; detail=\"{}\"", detail.replace(['"', '\\'], "")));
+                s.push_str(&sf_string(detail));
             }
         }
         s
@@ -112,5 +113,185 @@ impl CacheStatus {
     pub fn header_value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.render())
             .unwrap_or_else(|_| HeaderValue::from_static(Self::CACHE_NAME))
+    }
+}
+
+/// True when `s` is a structured-field token (RFC 8941 3.3.4): ALPHA or `*` first, then tchar,
+/// `:` or `/`.
+fn is_sf_token(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+}
+
+/// `s` as a structured-field string (RFC 8941 3.3.3): `"` and `\` escaped, characters outside
+/// printable ASCII left out.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row: the RFC 9211 rule, the status, its rendering.
+    #[test]
+    fn render_table() {
+        let with = |f: &dyn Fn(&mut CacheStatus), base: CacheStatus| {
+            let mut s = base;
+            f(&mut s);
+            s
+        };
+        let rows: Vec<(&str, CacheStatus, &str)> = vec![
+            (
+                "9211 2.1 hit with ttl",
+                CacheStatus::hit(42),
+                "cachet; hit; ttl=42",
+            ),
+            (
+                "9211 2.4 negative ttl when stale",
+                with(
+                    &|s| s.detail = Some("stale-while-revalidate".into()),
+                    CacheStatus::hit(-5),
+                ),
+                "cachet; hit; ttl=-5; detail=stale-while-revalidate",
+            ),
+            (
+                "9211 2.2 fwd=uri-miss",
+                CacheStatus::forward(Fwd::UriMiss),
+                "cachet; fwd=uri-miss",
+            ),
+            (
+                "9211 2.2 fwd=vary-miss",
+                CacheStatus::forward(Fwd::VaryMiss),
+                "cachet; fwd=vary-miss",
+            ),
+            (
+                "9211 2.2 fwd=miss",
+                CacheStatus::forward(Fwd::Miss),
+                "cachet; fwd=miss",
+            ),
+            (
+                "9211 2.2 fwd=stale",
+                CacheStatus::forward(Fwd::Stale),
+                "cachet; fwd=stale",
+            ),
+            (
+                "9211 2.2 fwd=request",
+                CacheStatus::forward(Fwd::Request),
+                "cachet; fwd=request",
+            ),
+            (
+                "9211 2.2 fwd=bypass with detail",
+                with(
+                    &|s| s.detail = Some("method".into()),
+                    CacheStatus::forward(Fwd::Bypass),
+                ),
+                "cachet; fwd=bypass; detail=method",
+            ),
+            (
+                "9211 2.3 2.5 fwd-status, ttl, stored",
+                with(
+                    &|s| {
+                        s.fwd_status = Some(200);
+                        s.ttl = Some(60);
+                        s.stored = true;
+                    },
+                    CacheStatus::forward(Fwd::UriMiss),
+                ),
+                "cachet; fwd=uri-miss; fwd-status=200; ttl=60; stored",
+            ),
+            (
+                "9211 2.6 collapsed",
+                with(
+                    &|s| {
+                        s.fwd_status = Some(200);
+                        s.collapsed = true;
+                    },
+                    CacheStatus::forward(Fwd::Miss),
+                ),
+                "cachet; fwd=miss; fwd-status=200; collapsed",
+            ),
+            (
+                "9211 2.8 detail from NotStorable",
+                with(
+                    &|s| {
+                        s.fwd_status = Some(200);
+                        s.detail = Some("no-store".into());
+                    },
+                    CacheStatus::forward(Fwd::UriMiss),
+                ),
+                "cachet; fwd=uri-miss; fwd-status=200; detail=no-store",
+            ),
+            (
+                "9211 2.1 2.2 fwd wins over hit",
+                with(&|s| s.fwd = Some(Fwd::Stale), CacheStatus::hit(1)),
+                "cachet; fwd=stale; ttl=1",
+            ),
+            (
+                "9211 2.3 fwd-status only beside fwd",
+                with(&|s| s.fwd_status = Some(200), CacheStatus::hit(1)),
+                "cachet; hit; ttl=1",
+            ),
+            (
+                "9211 2.8 only-if-cached: neither hit nor fwd",
+                CacheStatus {
+                    detail: Some("only-if-cached".into()),
+                    ..Default::default()
+                },
+                "cachet; detail=only-if-cached",
+            ),
+            (
+                "8941 3.3.4 detail starting with a digit is a string",
+                CacheStatus {
+                    detail: Some("504".into()),
+                    ..Default::default()
+                },
+                "cachet; detail=\"504\"",
+            ),
+            (
+                "8941 3.3.3 detail with spaces and quotes escaped",
+                CacheStatus {
+                    detail: Some("a \"b\" \\c".into()),
+                    ..Default::default()
+                },
+                "cachet; detail=\"a \\\"b\\\" \\\\c\"",
+            ),
+            (
+                "8941 3.3.3 non-ASCII dropped from strings",
+                CacheStatus {
+                    detail: Some("caf\u{e9} x".into()),
+                    ..Default::default()
+                },
+                "cachet; detail=\"caf x\"",
+            ),
+            (
+                "8941 3.3.4 token may hold ':' and '/'",
+                CacheStatus {
+                    detail: Some("upstream/timeout:5s".into()),
+                    ..Default::default()
+                },
+                "cachet; detail=upstream/timeout:5s",
+            ),
+        ];
+        for (rule, status, want) in rows {
+            assert_eq!(status.render(), want, "{rule}");
+            assert_eq!(
+                status.header_value().to_str().unwrap(),
+                want,
+                "{rule}: header value"
+            );
+        }
     }
 }

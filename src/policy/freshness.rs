@@ -85,12 +85,10 @@ pub fn freshness_lifetime(
         return Some(explicit(s));
     }
     let date = header_date(headers, DATE).unwrap_or(response_time);
-    if let Some(expires) = headers.get(EXPIRES) {
-        // An invalid Expires, such as "0", means already expired.
-        let seconds = expires
-            .to_str()
-            .ok()
-            .and_then(http_date)
+    if headers.contains_key(EXPIRES) {
+        // An invalid Expires, such as "0", means already expired (RFC 9111 5.3); so does a list
+        // of dates, which is not a valid value for this singleton field.
+        let seconds = expires_value(headers)
             .and_then(|e| e.duration_since(date).ok())
             .map_or(0, |d| d.as_secs().min(DELTA_SECONDS_MAX));
         return Some(explicit(seconds));
@@ -105,6 +103,17 @@ pub fn freshness_lifetime(
         seconds: seconds.min(heuristics.cap.as_secs()),
         heuristic: true,
     })
+}
+
+/// The `Expires` date when the response carries exactly one valid one; `None` when it is absent,
+/// repeated, or not an HTTP date.
+pub fn expires_value(headers: &HeaderMap) -> Option<SystemTime> {
+    let mut values = headers.get_all(EXPIRES).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok().and_then(http_date)
 }
 
 /// The current age of a stored response at `now` (RFC 9111 4.2.3), in seconds.
@@ -122,9 +131,11 @@ pub fn current_age(response: &CachedResponse, now: SystemTime) -> u64 {
         .min(DELTA_SECONDS_MAX)
 }
 
-/// The `Age` header value, if it is a valid delta-seconds (an invalid one is ignored).
+/// The `Age` header value, if it is a valid delta-seconds (RFC 9111 5.1): of a list, only the first
+/// member counts; an invalid value is ignored.
 pub fn age_header(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(AGE)?.to_str().ok()?.trim();
+    let text = headers.get(AGE)?.to_str().ok()?;
+    let v = text.split(',').next().unwrap_or_default().trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -170,7 +181,7 @@ pub struct Stored<'a> {
 }
 
 /// Decides whether a stored response may be served for a request (RFC 9111 4 and 4.2.4,
-/// RFC 5861). `request_no_cache` is the result of
+/// RFC 5861, RFC 8246). `request_no_cache` is the result of
 /// [`request_no_cache`](super::cache_control::request_no_cache).
 pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool) -> Decision {
     let ttl = stored.lifetime as i64 - stored.age as i64;
@@ -180,9 +191,16 @@ pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool
     // 5.2.2.10); no-cache forbids serving without revalidation even when fresh (5.2.2.4).
     let no_stale =
         stored.cc.must_revalidate || stored.cc.proxy_revalidate || stored.cc.s_maxage.is_some();
+    // A request's no-cache asks for a validated response: the origin's stale-if-error does not
+    // override that, the request's own stale-if-error does.
+    let response_window = if request_no_cache {
+        None
+    } else {
+        stored.cc.stale_if_error
+    };
     let stale_if_error = !no_stale
         && !stored.cc.no_cache_all()
-        && [stored.cc.stale_if_error, request.stale_if_error]
+        && [response_window, request.stale_if_error]
             .iter()
             .flatten()
             .any(|window| staleness <= *window);
@@ -193,8 +211,11 @@ pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool
     if stored.cc.no_cache_all() || request_no_cache {
         return revalidate;
     }
-    // Request max-age: the client will not accept a response older than this.
-    if request.max_age.is_some_and(|max| stored.age > max) {
+    // Request max-age: the client will not accept a response older than this. A fresh
+    // `immutable` response will not change while fresh (RFC 8246 2), so the reload form
+    // `max-age=0` gets it from the store; `no-cache` (a forced reload) still revalidates.
+    let immutable_fresh = stored.cc.immutable && ttl > 0;
+    if !immutable_fresh && request.max_age.is_some_and(|max| stored.age > max) {
         return revalidate;
     }
     if ttl > 0 {
@@ -221,4 +242,883 @@ pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool
         return Decision::StaleWhileRevalidate { ttl };
     }
     revalidate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::HeaderValue;
+    use std::time::UNIX_EPOCH;
+
+    /// Tue, 14 Nov 2023 22:13:20 GMT.
+    const T: u64 = 1_700_000_000;
+
+    fn at(offset: i64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs((T as i64 + offset) as u64)
+    }
+
+    fn date(offset: i64) -> String {
+        httpdate::fmt_http_date(at(offset))
+    }
+
+    fn headers(fields: &[(&str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.append(
+                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn s(v: &str) -> String {
+        v.to_string()
+    }
+
+    fn explicit(seconds: u64) -> Option<Lifetime> {
+        Some(Lifetime {
+            seconds,
+            heuristic: false,
+        })
+    }
+
+    fn heuristic(seconds: u64) -> Option<Lifetime> {
+        Some(Lifetime {
+            seconds,
+            heuristic: true,
+        })
+    }
+
+    /// Each row: the RFC rule, status, response fields, the freshness lifetime; the response
+    /// arrived at `T`.
+    #[test]
+    fn lifetime_table() {
+        const DAY: i64 = 86_400;
+        type Row<'a> = (&'a str, u16, Vec<(&'a str, String)>, Option<Lifetime>);
+        let rows: Vec<Row> = vec![
+            (
+                "9111 4.2.1 max-age",
+                200,
+                vec![("cache-control", s("max-age=60"))],
+                explicit(60),
+            ),
+            (
+                "9111 4.2.1 s-maxage wins over max-age for a shared cache",
+                200,
+                vec![("cache-control", s("max-age=60, s-maxage=5"))],
+                explicit(5),
+            ),
+            (
+                "9111 4.2.1 s-maxage wins over Expires",
+                200,
+                vec![
+                    ("cache-control", s("s-maxage=5")),
+                    ("date", date(0)),
+                    ("expires", date(100)),
+                ],
+                explicit(5),
+            ),
+            (
+                "9111 5.3 max-age overrides Expires",
+                200,
+                vec![
+                    ("cache-control", s("max-age=60")),
+                    ("date", date(0)),
+                    ("expires", date(3600)),
+                ],
+                explicit(60),
+            ),
+            (
+                "9111 4.2.1 quoted max-age",
+                200,
+                vec![("cache-control", s("max-age=\"90\""))],
+                explicit(90),
+            ),
+            (
+                "9111 4.2.1 invalid max-age: stale despite Expires",
+                200,
+                vec![
+                    ("cache-control", s("max-age=abc")),
+                    ("date", date(0)),
+                    ("expires", date(3600)),
+                ],
+                explicit(0),
+            ),
+            (
+                "9111 4.2.1 negative max-age: stale",
+                200,
+                vec![("cache-control", s("max-age=-1"))],
+                explicit(0),
+            ),
+            (
+                "9111 4.2.1 Expires minus Date (IMF-fixdate)",
+                200,
+                vec![("date", date(0)), ("expires", date(3600))],
+                explicit(3600),
+            ),
+            (
+                "9110 5.6.7 Expires in RFC 850 format",
+                200,
+                vec![
+                    ("date", date(0)),
+                    ("expires", s("Tuesday, 14-Nov-23 23:13:20 GMT")),
+                ],
+                explicit(3600),
+            ),
+            (
+                "9110 5.6.7 Expires in asctime format",
+                200,
+                vec![
+                    ("date", date(0)),
+                    ("expires", s("Tue Nov 14 23:13:20 2023")),
+                ],
+                explicit(3600),
+            ),
+            (
+                "9111 4.2.1 Expires before Date: stale",
+                200,
+                vec![("date", date(0)), ("expires", date(-60))],
+                explicit(0),
+            ),
+            (
+                "9111 5.3 Expires \"0\": already expired",
+                200,
+                vec![("expires", s("0"))],
+                explicit(0),
+            ),
+            (
+                "9111 5.3 Expires garbage: already expired",
+                200,
+                vec![("date", date(0)), ("expires", s("tomorrow"))],
+                explicit(0),
+            ),
+            (
+                "9111 5.3 Expires repeated: invalid, expired",
+                200,
+                vec![
+                    ("date", date(0)),
+                    ("expires", date(3600)),
+                    ("expires", date(7200)),
+                ],
+                explicit(0),
+            ),
+            (
+                "9111 5.3 invalid Expires blocks the heuristic",
+                200,
+                vec![("expires", s("-1")), ("last-modified", date(-10 * DAY))],
+                explicit(0),
+            ),
+            (
+                "9111 4.2.1 Date absent: response time stands in",
+                200,
+                vec![("expires", date(100))],
+                explicit(100),
+            ),
+            (
+                "9111 4.2.1 Date invalid: response time stands in",
+                200,
+                vec![("date", s("yesterday")), ("expires", date(100))],
+                explicit(100),
+            ),
+            (
+                "9111 4.2.2 heuristic 10% of Date - Last-Modified",
+                200,
+                vec![("date", date(0)), ("last-modified", date(-5 * DAY))],
+                heuristic(43_200),
+            ),
+            (
+                "9111 4.2.2 heuristic capped at one day",
+                200,
+                vec![("date", date(0)), ("last-modified", date(-20 * DAY))],
+                heuristic(86_400),
+            ),
+            (
+                "9111 4.2.2 heuristic without Date uses response time",
+                200,
+                vec![("last-modified", date(-1000))],
+                heuristic(100),
+            ),
+            (
+                "9111 4.2.2 Last-Modified after Date: zero",
+                200,
+                vec![("date", date(0)), ("last-modified", date(50))],
+                heuristic(0),
+            ),
+            (
+                "9111 4.2.2 no Last-Modified: no lifetime",
+                200,
+                vec![("date", date(0))],
+                None,
+            ),
+            (
+                "9111 4.2.2 invalid Last-Modified: no lifetime",
+                200,
+                vec![("last-modified", s("last week"))],
+                None,
+            ),
+            (
+                "9110 15.1 404 is heuristically cacheable",
+                404,
+                vec![("last-modified", date(-1000))],
+                heuristic(100),
+            ),
+            (
+                "9110 15.1 301 is heuristically cacheable",
+                301,
+                vec![("last-modified", date(-1000))],
+                heuristic(100),
+            ),
+            (
+                "9110 15.1 302 is not heuristically cacheable",
+                302,
+                vec![("last-modified", date(-1000))],
+                None,
+            ),
+            (
+                "9110 15.1 500 is not heuristically cacheable",
+                500,
+                vec![("last-modified", date(-1000))],
+                None,
+            ),
+            (
+                "9111 4.2.2 public allows the heuristic for 302",
+                302,
+                vec![
+                    ("cache-control", s("public")),
+                    ("last-modified", date(-1000)),
+                ],
+                heuristic(100),
+            ),
+            (
+                "9111 4.2.1 302 with explicit max-age",
+                302,
+                vec![("cache-control", s("max-age=10"))],
+                explicit(10),
+            ),
+            (
+                "9111 4.2.2 no-cache does not give a lifetime",
+                200,
+                vec![("cache-control", s("no-cache"))],
+                None,
+            ),
+        ];
+        for (rule, status, fields, want) in rows {
+            let h = headers(&fields);
+            let cc = CacheControl::from_headers(&h);
+            let got = freshness_lifetime(
+                StatusCode::from_u16(status).unwrap(),
+                &h,
+                &cc,
+                at(0),
+                &Heuristics::default(),
+            );
+            assert_eq!(got, want, "{rule}");
+        }
+    }
+
+    #[test]
+    fn heuristic_settings() {
+        // 9111 4.2.2: the fraction and the cap are the cache's to choose.
+        let h = headers(&[("date", date(0)), ("last-modified", date(-1000))]);
+        let cc = CacheControl::default();
+        let custom = Heuristics {
+            fraction: 0.5,
+            cap: Duration::from_secs(300),
+        };
+        let got = freshness_lifetime(StatusCode::OK, &h, &cc, at(0), &custom);
+        assert_eq!(got, heuristic(300));
+    }
+
+    /// Each row: status, whether RFC 9110 15.1 lists it as heuristically cacheable.
+    #[test]
+    fn heuristically_cacheable_table() {
+        let rows = [
+            (200, true),
+            (203, true),
+            (204, true),
+            (206, true),
+            (300, true),
+            (301, true),
+            (302, false),
+            (303, false),
+            (307, false),
+            (308, true),
+            (400, false),
+            (404, true),
+            (405, true),
+            (410, true),
+            (414, true),
+            (451, false),
+            (500, false),
+            (501, true),
+            (503, false),
+        ];
+        for (status, want) in rows {
+            let got = heuristically_cacheable(StatusCode::from_u16(status).unwrap());
+            assert_eq!(got, want, "9110 15.1: {status}");
+        }
+    }
+
+    fn stored(
+        fields: &[(&str, String)],
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> CachedResponse {
+        CachedResponse {
+            status: StatusCode::OK,
+            headers: headers(fields),
+            body: Bytes::new(),
+            request_time,
+            response_time,
+            vary_values: Vec::new(),
+            cc: CacheControl::default(),
+            lifetime: 0,
+        }
+    }
+
+    /// Each row: the RFC rule, response fields, request time, response time, now (offsets from
+    /// `T`), the current age.
+    #[test]
+    fn current_age_table() {
+        type Row<'a> = (&'a str, Vec<(&'a str, String)>, i64, i64, i64, u64);
+        let rows: Vec<Row> = vec![
+            ("9111 4.2.3 resident time only", vec![], 0, 0, 10, 10),
+            (
+                "9111 4.2.3 apparent age from Date",
+                vec![("date", date(-5))],
+                0,
+                0,
+                10,
+                15,
+            ),
+            (
+                "9111 4.2.3 Age plus response delay",
+                vec![("date", date(0)), ("age", s("30"))],
+                -2,
+                0,
+                10,
+                42,
+            ),
+            (
+                "9111 4.2.3 apparent age beats a smaller corrected Age",
+                vec![("date", date(-20)), ("age", s("3"))],
+                0,
+                0,
+                0,
+                20,
+            ),
+            (
+                "9111 4.2.3 response delay counts without Age",
+                vec![("date", date(0))],
+                -4,
+                0,
+                0,
+                4,
+            ),
+            (
+                "9111 4.2.3 Date in the future: apparent age 0",
+                vec![("date", date(300))],
+                0,
+                0,
+                5,
+                5,
+            ),
+            (
+                "9111 4.2.3 Date absent: apparent age 0",
+                vec![("age", s("7"))],
+                0,
+                0,
+                1,
+                8,
+            ),
+            (
+                "9111 4.2.3 Date invalid: apparent age 0",
+                vec![("date", s("now"))],
+                0,
+                0,
+                1,
+                1,
+            ),
+            (
+                "9111 5.1 invalid Age ignored",
+                vec![("age", s("abc"))],
+                0,
+                0,
+                1,
+                1,
+            ),
+            (
+                "9111 5.1 negative Age ignored",
+                vec![("age", s("-5"))],
+                0,
+                0,
+                1,
+                1,
+            ),
+            (
+                "9111 5.1 empty Age ignored",
+                vec![("age", s(""))],
+                0,
+                0,
+                1,
+                1,
+            ),
+            (
+                "9111 5.1 Age list: first member",
+                vec![("age", s("10, 20"))],
+                0,
+                0,
+                0,
+                10,
+            ),
+            (
+                "9111 5.1 Age with spaces",
+                vec![("age", s(" 12 "))],
+                0,
+                0,
+                0,
+                12,
+            ),
+            (
+                "9111 1.2.2 Age overflow clamps",
+                vec![("age", s("99999999999999999999"))],
+                0,
+                0,
+                0,
+                DELTA_SECONDS_MAX,
+            ),
+            (
+                "9111 4.2.3 clock before response time: resident 0",
+                vec![],
+                0,
+                0,
+                -10,
+                0,
+            ),
+        ];
+        for (rule, fields, req, resp, now, want) in rows {
+            let r = stored(&fields, at(req), at(resp));
+            assert_eq!(current_age(&r, at(now)), want, "{rule}");
+        }
+    }
+
+    fn fresh(ttl: i64) -> Decision {
+        Decision::Fresh { ttl }
+    }
+
+    fn revalidate(ttl: i64, stale_if_error: bool) -> Decision {
+        Decision::Revalidate {
+            ttl,
+            stale_if_error,
+        }
+    }
+
+    fn swr(ttl: i64) -> Decision {
+        Decision::StaleWhileRevalidate { ttl }
+    }
+
+    /// Each row: the RFC rule, the stored response's Cache-Control, lifetime, age, the request's
+    /// Cache-Control, whether the request is no-cache, the decision.
+    #[test]
+    fn decide_table() {
+        let rows: Vec<(&str, &str, u64, u64, &str, bool, Decision)> = vec![
+            (
+                "9111 4.2 fresh",
+                "max-age=100",
+                100,
+                10,
+                "",
+                false,
+                fresh(90),
+            ),
+            (
+                "9111 4.2 lifetime == age is stale",
+                "max-age=100",
+                100,
+                100,
+                "",
+                false,
+                revalidate(0, false),
+            ),
+            (
+                "9111 4.2 stale",
+                "max-age=100",
+                100,
+                150,
+                "",
+                false,
+                revalidate(-50, false),
+            ),
+            (
+                "9111 4.2.1 invalid max-age: stale at once",
+                "max-age=abc",
+                0,
+                0,
+                "",
+                false,
+                revalidate(0, false),
+            ),
+            (
+                "9111 5.2.2.4 no-cache revalidates while fresh",
+                "max-age=100, no-cache",
+                100,
+                1,
+                "",
+                false,
+                revalidate(99, false),
+            ),
+            (
+                "9111 5.2.2.4 no-cache with field names serves fresh",
+                "max-age=100, no-cache=\"set-cookie\"",
+                100,
+                1,
+                "",
+                false,
+                fresh(99),
+            ),
+            (
+                "9111 5.2.1.4 request no-cache",
+                "max-age=100",
+                100,
+                1,
+                "",
+                true,
+                revalidate(99, false),
+            ),
+            (
+                "9111 5.2.1.1 request max-age exceeded",
+                "max-age=100",
+                100,
+                10,
+                "max-age=5",
+                false,
+                revalidate(90, false),
+            ),
+            (
+                "9111 5.2.1.1 request max-age equal to age is fine",
+                "max-age=100",
+                100,
+                10,
+                "max-age=10",
+                false,
+                fresh(90),
+            ),
+            (
+                "9111 5.2.1.1 request max-age=0",
+                "max-age=100",
+                100,
+                1,
+                "max-age=0",
+                false,
+                revalidate(99, false),
+            ),
+            (
+                "8246 2 immutable fresh ignores reload max-age=0",
+                "max-age=100, immutable",
+                100,
+                1,
+                "max-age=0",
+                false,
+                fresh(99),
+            ),
+            (
+                "8246 2 immutable fresh still honours no-cache",
+                "max-age=100, immutable",
+                100,
+                1,
+                "",
+                true,
+                revalidate(99, false),
+            ),
+            (
+                "8246 2 immutable stale: max-age applies",
+                "max-age=100, immutable",
+                100,
+                150,
+                "max-age=0, max-stale",
+                false,
+                revalidate(-50, false),
+            ),
+            (
+                "9111 5.2.1.3 min-fresh not met",
+                "max-age=100",
+                100,
+                60,
+                "min-fresh=50",
+                false,
+                revalidate(40, false),
+            ),
+            (
+                "9111 5.2.1.3 min-fresh met exactly",
+                "max-age=100",
+                100,
+                60,
+                "min-fresh=40",
+                false,
+                fresh(40),
+            ),
+            (
+                "9111 5.2.1.2 max-stale without value",
+                "max-age=100",
+                100,
+                150,
+                "max-stale",
+                false,
+                fresh(-50),
+            ),
+            (
+                "9111 5.2.1.2 max-stale=N covers",
+                "max-age=100",
+                100,
+                105,
+                "max-stale=10",
+                false,
+                fresh(-5),
+            ),
+            (
+                "9111 5.2.1.2 max-stale=N too small",
+                "max-age=100",
+                100,
+                120,
+                "max-stale=10",
+                false,
+                revalidate(-20, false),
+            ),
+            (
+                "9111 5.2.2.2 must-revalidate beats max-stale",
+                "max-age=100, must-revalidate",
+                100,
+                150,
+                "max-stale",
+                false,
+                revalidate(-50, false),
+            ),
+            (
+                "9111 5.2.2.8 proxy-revalidate beats max-stale",
+                "max-age=100, proxy-revalidate",
+                100,
+                150,
+                "max-stale",
+                false,
+                revalidate(-50, false),
+            ),
+            (
+                "9111 5.2.2.10 s-maxage beats max-stale",
+                "s-maxage=100",
+                100,
+                150,
+                "max-stale",
+                false,
+                revalidate(-50, false),
+            ),
+            (
+                "5861 3 stale-while-revalidate within window",
+                "max-age=100, stale-while-revalidate=30",
+                100,
+                110,
+                "",
+                false,
+                swr(-10),
+            ),
+            (
+                "5861 3 stale-while-revalidate at window edge",
+                "max-age=100, stale-while-revalidate=30",
+                100,
+                130,
+                "",
+                false,
+                swr(-30),
+            ),
+            (
+                "5861 3 stale-while-revalidate past window",
+                "max-age=100, stale-while-revalidate=30",
+                100,
+                131,
+                "",
+                false,
+                revalidate(-31, false),
+            ),
+            (
+                "9111 4.2.4 must-revalidate forbids stale-while-revalidate",
+                "max-age=100, must-revalidate, stale-while-revalidate=30",
+                100,
+                110,
+                "",
+                false,
+                revalidate(-10, false),
+            ),
+            (
+                "9111 4.2.4 s-maxage forbids stale-while-revalidate",
+                "s-maxage=100, stale-while-revalidate=30",
+                100,
+                110,
+                "",
+                false,
+                revalidate(-10, false),
+            ),
+            (
+                "9111 4.2.4 no-cache forbids stale-while-revalidate",
+                "max-age=100, no-cache, stale-while-revalidate=30",
+                100,
+                110,
+                "",
+                false,
+                revalidate(-10, false),
+            ),
+            (
+                "9111 5.2.1.1 request max-age forbids stale-while-revalidate",
+                "max-age=100, stale-while-revalidate=30",
+                100,
+                110,
+                "max-age=50",
+                false,
+                revalidate(-10, false),
+            ),
+            (
+                "5861 4 response stale-if-error within window",
+                "max-age=100, stale-if-error=60",
+                100,
+                130,
+                "",
+                false,
+                revalidate(-30, true),
+            ),
+            (
+                "5861 4 response stale-if-error past window",
+                "max-age=100, stale-if-error=60",
+                100,
+                170,
+                "",
+                false,
+                revalidate(-70, false),
+            ),
+            (
+                "5861 4 request stale-if-error",
+                "max-age=100",
+                100,
+                130,
+                "stale-if-error=60",
+                false,
+                revalidate(-30, true),
+            ),
+            (
+                "5861 4 either window suffices",
+                "max-age=100, stale-if-error=10",
+                100,
+                130,
+                "stale-if-error=60",
+                false,
+                revalidate(-30, true),
+            ),
+            (
+                "9111 4.2.4 must-revalidate forbids stale-if-error",
+                "max-age=100, must-revalidate, stale-if-error=60",
+                100,
+                130,
+                "",
+                false,
+                revalidate(-30, false),
+            ),
+            (
+                "9111 4.2.4 proxy-revalidate forbids stale-if-error",
+                "max-age=100, proxy-revalidate",
+                100,
+                130,
+                "stale-if-error=60",
+                false,
+                revalidate(-30, false),
+            ),
+            (
+                "9111 4.2.4 no-cache forbids stale-if-error",
+                "max-age=100, no-cache",
+                100,
+                130,
+                "stale-if-error=60",
+                false,
+                revalidate(-30, false),
+            ),
+            (
+                "9111 5.2.1.4 request no-cache overrides response stale-if-error",
+                "max-age=100, stale-if-error=60",
+                100,
+                130,
+                "",
+                true,
+                revalidate(-30, false),
+            ),
+            (
+                "5861 4 request no-cache with its own stale-if-error",
+                "max-age=100",
+                100,
+                130,
+                "no-cache, stale-if-error=60",
+                true,
+                revalidate(-30, true),
+            ),
+            (
+                "5861 4 stale-if-error covers a fresh response being revalidated",
+                "max-age=100, stale-if-error=0",
+                100,
+                10,
+                "max-age=0",
+                false,
+                revalidate(90, true),
+            ),
+        ];
+        for (rule, stored_cc, lifetime, age, req_cc, no_cache, want) in rows {
+            let cc = CacheControl::parse(stored_cc);
+            let req = CacheControl::parse(req_cc);
+            let got = decide(
+                Stored {
+                    cc: &cc,
+                    lifetime,
+                    age,
+                },
+                &req,
+                no_cache,
+            );
+            assert_eq!(got, want, "{rule}");
+        }
+    }
+
+    /// Each row: the RFC rule, the Expires lines, the date read.
+    #[test]
+    fn expires_value_table() {
+        let rows: Vec<(&str, Vec<&str>, Option<SystemTime>)> = vec![
+            (
+                "9110 5.6.7 IMF-fixdate",
+                vec!["Tue, 14 Nov 2023 22:13:20 GMT"],
+                Some(at(0)),
+            ),
+            (
+                "9110 5.6.7 RFC 850",
+                vec!["Tuesday, 14-Nov-23 22:13:20 GMT"],
+                Some(at(0)),
+            ),
+            (
+                "9110 5.6.7 asctime",
+                vec!["Tue Nov 14 22:13:20 2023"],
+                Some(at(0)),
+            ),
+            ("9111 5.3 \"0\"", vec!["0"], None),
+            (
+                "9111 5.3 two lines",
+                vec![
+                    "Tue, 14 Nov 2023 22:13:20 GMT",
+                    "Tue, 14 Nov 2023 22:13:20 GMT",
+                ],
+                None,
+            ),
+            ("9111 5.3 absent", vec![], None),
+        ];
+        for (rule, lines, want) in rows {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(EXPIRES, HeaderValue::from_str(l).unwrap());
+            }
+            assert_eq!(expires_value(&h), want, "{rule}");
+        }
+    }
 }

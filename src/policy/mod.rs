@@ -12,6 +12,7 @@ pub mod headers;
 pub mod key;
 pub mod range;
 pub mod storable;
+pub mod targeted;
 pub mod vary;
 
 pub use cache_control::CacheControl;
@@ -35,4 +36,62 @@ pub fn invalidates(method: &Method, status: StatusCode) -> bool {
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
     unsafe_method && (status.is_success() || status.is_redirection())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row: the RFC 9111 4.4 rule, the method, the status, whether the response invalidates.
+    #[test]
+    fn invalidates_table() {
+        let ext = Method::from_bytes(b"PURGEX").unwrap();
+        let rows: Vec<(&str, Method, u16, bool)> = vec![
+            ("9111 4.4 POST 200", Method::POST, 200, true),
+            ("9111 4.4 PUT 201", Method::PUT, 201, true),
+            ("9111 4.4 DELETE 204", Method::DELETE, 204, true),
+            ("9111 4.4 PATCH 200", Method::PATCH, 200, true),
+            (
+                "9111 4.4 POST 303 redirect is non-error",
+                Method::POST,
+                303,
+                true,
+            ),
+            ("9111 4.4 POST 302", Method::POST, 302, true),
+            ("9111 4.4 POST 400 is an error", Method::POST, 400, false),
+            (
+                "9111 4.4 DELETE 404 is an error",
+                Method::DELETE,
+                404,
+                false,
+            ),
+            ("9111 4.4 PUT 500 is an error", Method::PUT, 500, false),
+            ("9111 4.4 POST 100 is not final", Method::POST, 100, false),
+            ("9111 4.4 unknown method counts as unsafe", ext, 200, true),
+            ("9110 9.2.1 GET is safe", Method::GET, 200, false),
+            ("9110 9.2.1 HEAD is safe", Method::HEAD, 200, false),
+            ("9110 9.2.1 OPTIONS is safe", Method::OPTIONS, 200, false),
+            ("9110 9.2.1 TRACE is safe", Method::TRACE, 200, false),
+        ];
+        for (rule, method, status, want) in rows {
+            let got = invalidates(&method, StatusCode::from_u16(status).unwrap());
+            assert_eq!(got, want, "{rule}");
+        }
+    }
+
+    /// Each row: the method, whether the cache looks it up (RFC 9111 2: GET and HEAD here).
+    #[test]
+    fn cacheable_method_table() {
+        let rows = [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::POST, false),
+            (Method::PUT, false),
+            (Method::OPTIONS, false),
+            (Method::DELETE, false),
+        ];
+        for (method, want) in rows {
+            assert_eq!(is_cacheable_method(&method), want, "9111 2: {method}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `Range` requests answered from a stored full response (RFC 9110 14).
 
-use http::header::{HeaderMap, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::header::{HeaderMap, DATE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 
 use super::conditional::EntityTag;
 use super::freshness::{header_date, http_date};
@@ -8,7 +8,8 @@ use super::freshness::{header_date, http_date};
 /// What to send for a request's `Range` against a stored body of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeAnswer {
-    /// No usable range (absent, multi-range, not `bytes`, or `If-Range` failed): send it whole.
+    /// No usable range (absent, invalid, multi-range, not `bytes`, `If-Range` failed, or a suffix
+    /// of an empty body): send it whole.
     Full,
     /// Send bytes `start..=end` with 206.
     Partial {
@@ -32,9 +33,13 @@ pub fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer 
     if !if_range_holds(request, stored) {
         return RangeAnswer::Full;
     }
-    let Some(spec) = range.trim().strip_prefix("bytes=") else {
+    // Range units are case-insensitive (RFC 9110 14.1).
+    let Some((unit, spec)) = range.trim().split_once('=') else {
         return RangeAnswer::Full;
     };
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return RangeAnswer::Full;
+    }
     if spec.contains(',') {
         return RangeAnswer::Full;
     }
@@ -42,10 +47,10 @@ pub fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer 
         return RangeAnswer::Full;
     };
     let (first, last) = (first.trim(), last.trim());
+    // All digits: only overflow can fail, and an overflowing position is past any body.
     let number = |s: &str| -> Option<u64> {
         (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
+            .then(|| s.parse().unwrap_or(u64::MAX))
     };
     match (first.is_empty(), last.is_empty()) {
         // "-N": the last N bytes.
@@ -55,7 +60,9 @@ pub fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer 
                 start: len.saturating_sub(n),
                 end: len - 1,
             },
-            Some(_) => RangeAnswer::Unsatisfiable,
+            // A non-zero suffix of an empty body is satisfiable (RFC 9110 14.1.1) yet selects
+            // nothing: the empty body is sent whole.
+            Some(_) => RangeAnswer::Full,
             None => RangeAnswer::Full,
         },
         // "N-": from N to the end.
@@ -85,7 +92,10 @@ pub fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer 
     }
 }
 
-/// `If-Range` (RFC 9110 13.1.5): the range applies only if the validator matches strongly.
+/// `If-Range` (RFC 9110 13.1.5): the range applies only if the validator matches strongly. An
+/// entity tag must equal the stored strong tag; a date must equal the stored `Last-Modified`,
+/// which counts as strong only when the stored `Date` is at least one second later (RFC 9110
+/// 8.8.2.2).
 fn if_range_holds(request: &HeaderMap, stored: &HeaderMap) -> bool {
     let Some(value) = request.get(IF_RANGE).and_then(|v| v.to_str().ok()) else {
         return true;
@@ -97,8 +107,254 @@ fn if_range_holds(request: &HeaderMap, stored: &HeaderMap) -> bool {
             .and_then(EntityTag::parse)
             .is_some_and(|s| s.strong_eq(&tag));
     }
-    match (http_date(value), header_date(stored, LAST_MODIFIED)) {
-        (Some(a), Some(b)) => a == b,
+    match (
+        http_date(value),
+        header_date(stored, LAST_MODIFIED),
+        header_date(stored, DATE),
+    ) {
+        (Some(since), Some(lm), Some(date)) => {
+            since == lm && date.duration_since(lm).is_ok_and(|d| d.as_secs() >= 1)
+        }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderName;
+    use http::HeaderValue;
+
+    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in fields {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    const LM: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
+    const LATER: &str = "Tue, 14 Nov 2023 23:00:00 GMT";
+
+    fn part(start: u64, end: u64) -> RangeAnswer {
+        RangeAnswer::Partial { start, end }
+    }
+
+    /// Each row: the RFC rule, the request's fields, the stored body length, the answer. The
+    /// stored response has a strong ETag `"v1"`, `Last-Modified: LM` and a later `Date`.
+    #[test]
+    fn answer_table() {
+        use RangeAnswer::{Full, Unsatisfiable};
+        let stored = headers(&[("etag", "\"v1\""), ("last-modified", LM), ("date", LATER)]);
+        type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, u64, RangeAnswer);
+        let rows: Vec<Row> = vec![
+            ("9110 14.2 no Range", vec![], 100, Full),
+            (
+                "9110 14.1.2 first-last",
+                vec![("range", "bytes=0-9")],
+                100,
+                part(0, 9),
+            ),
+            (
+                "9110 14.1.2 last clipped to the length",
+                vec![("range", "bytes=90-200")],
+                100,
+                part(90, 99),
+            ),
+            (
+                "9110 14.1.2 open-ended",
+                vec![("range", "bytes=10-")],
+                100,
+                part(10, 99),
+            ),
+            (
+                "9110 14.1.2 suffix",
+                vec![("range", "bytes=-10")],
+                100,
+                part(90, 99),
+            ),
+            (
+                "9110 14.1.2 suffix longer than the body",
+                vec![("range", "bytes=-500")],
+                100,
+                part(0, 99),
+            ),
+            (
+                "9110 14.1.1 zero suffix unsatisfiable",
+                vec![("range", "bytes=-0")],
+                100,
+                Unsatisfiable,
+            ),
+            (
+                "9110 14.1.1 first past the end",
+                vec![("range", "bytes=100-")],
+                100,
+                Unsatisfiable,
+            ),
+            (
+                "9110 14.1.1 first-last past the end",
+                vec![("range", "bytes=150-160")],
+                100,
+                Unsatisfiable,
+            ),
+            (
+                "9110 14.1.1 overflowing first position",
+                vec![("range", "bytes=99999999999999999999999-")],
+                100,
+                Unsatisfiable,
+            ),
+            (
+                "9110 14.1.1 empty body, suffix: whole empty body",
+                vec![("range", "bytes=-5")],
+                0,
+                Full,
+            ),
+            (
+                "9110 14.1.1 empty body, first-last",
+                vec![("range", "bytes=0-0")],
+                0,
+                Unsatisfiable,
+            ),
+            (
+                "9110 14.1 unit case-insensitive",
+                vec![("range", "Bytes=0-0")],
+                100,
+                part(0, 0),
+            ),
+            (
+                "9110 14.1 whitespace inside the spec",
+                vec![("range", "bytes= 5 - 6 ")],
+                100,
+                part(5, 6),
+            ),
+            (
+                "9110 14.2 unknown unit ignored",
+                vec![("range", "items=0-1")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 last before first: invalid, ignored",
+                vec![("range", "bytes=9-5")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 non-numeric, ignored",
+                vec![("range", "bytes=a-b")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 lone dash, ignored",
+                vec![("range", "bytes=-")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 no dash, ignored",
+                vec![("range", "bytes=5")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 no '=', ignored",
+                vec![("range", "bytes")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 negative, ignored",
+                vec![("range", "bytes=--5")],
+                100,
+                Full,
+            ),
+            (
+                "9110 14.2 multiple ranges: whole body",
+                vec![("range", "bytes=0-1,5-6")],
+                100,
+                Full,
+            ),
+            (
+                "9110 13.1.5 If-Range strong ETag matches",
+                vec![("range", "bytes=0-1"), ("if-range", "\"v1\"")],
+                100,
+                part(0, 1),
+            ),
+            (
+                "9110 13.1.5 If-Range ETag differs",
+                vec![("range", "bytes=0-1"), ("if-range", "\"v2\"")],
+                100,
+                Full,
+            ),
+            (
+                "9110 13.1.5 If-Range weak ETag never matches",
+                vec![("range", "bytes=0-1"), ("if-range", "W/\"v1\"")],
+                100,
+                Full,
+            ),
+            (
+                "9110 13.1.5 If-Range date equals strong Last-Modified",
+                vec![("range", "bytes=0-1"), ("if-range", LM)],
+                100,
+                part(0, 1),
+            ),
+            (
+                "9110 13.1.5 If-Range date differs",
+                vec![("range", "bytes=0-1"), ("if-range", LATER)],
+                100,
+                Full,
+            ),
+            (
+                "9110 13.1.5 If-Range garbage",
+                vec![("range", "bytes=0-1"), ("if-range", "whenever")],
+                100,
+                Full,
+            ),
+            (
+                "9110 13.1.5 If-Range ignored without Range",
+                vec![("if-range", "\"v2\"")],
+                100,
+                Full,
+            ),
+        ];
+        for (rule, req, len, want) in rows {
+            assert_eq!(answer(&headers(&req), &stored, len), want, "{rule}");
+        }
+    }
+
+    /// Each row: the RFC rule, the stored fields, whether `If-Range: LM` with a range holds.
+    #[test]
+    fn if_range_date_strength_table() {
+        type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool);
+        let rows: Vec<Row> = vec![
+            (
+                "9110 8.8.2.2 Date a second or more after Last-Modified: strong",
+                vec![
+                    ("last-modified", LM),
+                    ("date", "Tue, 14 Nov 2023 22:13:21 GMT"),
+                ],
+                true,
+            ),
+            (
+                "9110 8.8.2.2 Date equal to Last-Modified: weak",
+                vec![("last-modified", LM), ("date", LM)],
+                false,
+            ),
+            (
+                "9110 8.8.2.2 no Date: weak",
+                vec![("last-modified", LM)],
+                false,
+            ),
+            ("9110 13.1.5 no Last-Modified", vec![("date", LATER)], false),
+        ];
+        for (rule, stored, want) in rows {
+            let req = headers(&[("range", "bytes=0-1"), ("if-range", LM)]);
+            let got = answer(&req, &headers(&stored), 10) == part(0, 1);
+            assert_eq!(got, want, "{rule}");
+        }
     }
 }

@@ -99,6 +99,8 @@ pub struct CachedResponse {
 /// A URL whose response carries `Vary` is stored as an index under the URL's key that names the
 /// request headers to select by, and one response per variant under a secondary key; see
 /// `policy::vary`. Making the two an enum keeps a lookup from ever mistaking one for the other.
+// Always behind an `Arc`, so the size of the small variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Entry {
     /// A response, served when fresh.

@@ -1,0 +1,196 @@
+//! One conformance suite for every `Store` backend: the same behaviour is required of each.
+
+use std::sync::Arc;
+use std::thread;
+
+use cachet::store::{Backend, Entry, Key, MokaPolicy, Store, ENTRY_OVERHEAD};
+
+fn build(backend: Backend, capacity: u64) -> Arc<dyn Store> {
+    backend.build(capacity, MokaPolicy::Tinylfu)
+}
+
+fn body_of(entry: &Entry) -> usize {
+    entry.response().expect("a response").body.len()
+}
+
+fn get_insert_remove(backend: Backend) {
+    let store = build(backend, 1 << 20);
+    let key = Key::from("http://h/a");
+    assert!(store.get(&key).is_none(), "empty store has nothing");
+    store.insert(key.clone(), Arc::new(Entry::synthetic(100)));
+    let got = store.get(&key).expect("inserted entry is found");
+    assert_eq!(body_of(&got), 100);
+    assert_eq!(store.entry_count(), 1);
+    let expected = Entry::synthetic(100).charge(&key);
+    assert_eq!(store.weighted_size(), expected);
+    assert_eq!(expected, ENTRY_OVERHEAD + key.len() as u64 + 100);
+    let removed = store.remove(&key).expect("remove returns the entry");
+    assert_eq!(body_of(&removed), 100);
+    assert!(store.get(&key).is_none());
+    assert!(store.remove(&key).is_none(), "second remove finds nothing");
+    assert_eq!(store.entry_count(), 0);
+    assert_eq!(store.weighted_size(), 0);
+}
+
+fn overwrite_replaces_and_recounts(backend: Backend) {
+    let store = build(backend, 1 << 20);
+    let key = Key::from("k");
+    store.insert(key.clone(), Arc::new(Entry::synthetic(1000)));
+    store.insert(key.clone(), Arc::new(Entry::synthetic(10)));
+    assert_eq!(body_of(&store.get(&key).unwrap()), 10);
+    assert_eq!(store.entry_count(), 1);
+    assert_eq!(store.weighted_size(), Entry::synthetic(10).charge(&key));
+}
+
+fn oversized_entry_is_refused(backend: Backend) {
+    let store = build(backend, 4096);
+    let key = Key::from("big");
+    store.insert(key.clone(), Arc::new(Entry::synthetic(100)));
+    store.insert(key.clone(), Arc::new(Entry::synthetic(8192)));
+    assert!(
+        store.get(&key).is_none(),
+        "an entry larger than the store is not kept, and the older one is gone"
+    );
+    assert_eq!(store.weighted_size(), 0);
+}
+
+fn flood_stays_under_capacity(backend: Backend) {
+    let capacity = 16 << 20;
+    let store = build(backend, capacity);
+    for i in 0..20_000 {
+        store.insert(
+            Key::new(format!("http://h/flood/{i}")),
+            Arc::new(Entry::synthetic(4096)),
+        );
+    }
+    let held = store.weighted_size();
+    assert!(
+        held <= capacity,
+        "{} holds {held} > {capacity}",
+        store.name()
+    );
+    // The store must still be useful: most of the capacity is in use.
+    assert!(held > capacity / 2, "{} holds only {held}", store.name());
+    let per = Entry::synthetic(4096).charge(&Key::new("http://h/flood/10000".to_string()));
+    assert!(store.entry_count() <= capacity / (per - 8) + 1);
+    assert!(
+        store.evictions() > 0,
+        "{} reports no evictions",
+        store.name()
+    );
+    // The most recent insert survives in every policy that admits new keys on insert; moka's
+    // TinyLFU may reject a never-seen key, so only the count is checked there.
+    if backend != Backend::Moka {
+        assert!(store.get(&Key::from("http://h/flood/19999")).is_some());
+    }
+}
+
+fn hot_keys_survive_a_scan(backend: Backend) {
+    // A referenced entry gets a second chance (CLOCK) or a frequency boost (TinyLFU): a key hit
+    // between inserts survives a flood of one-time keys better than a never-hit key.
+    let store = build(backend, 256 << 10);
+    let hot = Key::from("hot");
+    store.insert(hot.clone(), Arc::new(Entry::synthetic(1024)));
+    let mut hot_hits = 0;
+    for i in 0..2_000 {
+        if store.get(&hot).is_some() {
+            hot_hits += 1;
+        } else {
+            store.insert(hot.clone(), Arc::new(Entry::synthetic(1024)));
+        }
+        store.insert(
+            Key::new(format!("cold/{i}")),
+            Arc::new(Entry::synthetic(1024)),
+        );
+    }
+    assert!(
+        hot_hits > 1_900,
+        "{}: hot key hit only {hot_hits} of 2000",
+        store.name()
+    );
+}
+
+fn retain_removes_what_it_should(backend: Backend) {
+    let store = build(backend, 1 << 20);
+    for i in 0..10 {
+        store.insert(Key::new(format!("a/{i}")), Arc::new(Entry::synthetic(10)));
+        store.insert(Key::new(format!("b/{i}")), Arc::new(Entry::synthetic(10)));
+    }
+    store.retain(&|k, _| !k.as_str().starts_with("a/"));
+    for i in 0..10 {
+        assert!(store.get(&Key::new(format!("a/{i}"))).is_none());
+        assert!(store.get(&Key::new(format!("b/{i}"))).is_some());
+    }
+    assert_eq!(store.entry_count(), 10);
+    let per = Entry::synthetic(10).charge(&Key::from("b/0"));
+    assert_eq!(store.weighted_size(), per * 10);
+}
+
+fn concurrent_use(backend: Backend) {
+    let capacity = 2 << 20;
+    let store = build(backend, capacity);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                let mut found = 0u64;
+                for i in 0..5_000u64 {
+                    let key = Key::new(format!("k/{}", (i * 7 + t) % 1_000));
+                    match store.get(&key) {
+                        Some(e) => {
+                            // Never a torn entry: the body is the size it was inserted with.
+                            assert_eq!(body_of(&e), 1024 + ((i * 7 + t) % 1_000) as usize % 7);
+                            found += 1;
+                        }
+                        None => store.insert(
+                            key,
+                            Arc::new(Entry::synthetic(1024 + ((i * 7 + t) % 1_000) as usize % 7)),
+                        ),
+                    }
+                    if i % 500 == 0 {
+                        store.remove(&Key::new(format!("k/{}", i % 1_000)));
+                    }
+                }
+                found
+            })
+        })
+        .collect();
+    let hits: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(hits > 0);
+    assert!(store.weighted_size() <= capacity);
+    // The byte count agrees with what is actually held.
+    let mut held = 0;
+    for i in 0..1_000u64 {
+        let key = Key::new(format!("k/{i}"));
+        if let Some(e) = store.get(&key) {
+            held += e.charge(&key);
+        }
+    }
+    assert_eq!(
+        store.weighted_size(),
+        held,
+        "{}: byte count drifted",
+        store.name()
+    );
+}
+
+macro_rules! conformance {
+    ($($module:ident => $backend:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+            #[test] fn get_insert_remove() { super::get_insert_remove($backend) }
+            #[test] fn overwrite_replaces_and_recounts() { super::overwrite_replaces_and_recounts($backend) }
+            #[test] fn oversized_entry_is_refused() { super::oversized_entry_is_refused($backend) }
+            #[test] fn flood_stays_under_capacity() { super::flood_stays_under_capacity($backend) }
+            #[test] fn hot_keys_survive_a_scan() { super::hot_keys_survive_a_scan($backend) }
+            #[test] fn retain_removes_what_it_should() { super::retain_removes_what_it_should($backend) }
+            #[test] fn concurrent_use() { super::concurrent_use($backend) }
+        }
+    )*};
+}
+
+conformance! {
+    rwlock => Backend::Rwlock,
+    sharded => Backend::Sharded,
+    moka => Backend::Moka,
+}
