@@ -25,6 +25,8 @@ struct Cli {
     serve: Option<ServeArgs>,
 }
 
+// Built once per process from the command line; the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the caching proxy in front of an upstream.
