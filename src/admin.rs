@@ -425,7 +425,10 @@ mod tests {
     #[test]
     fn key_path_splits_after_the_authority() {
         assert_eq!(key_path("http://h:8080/a/b?c"), "/a/b?c");
-        assert_eq!(key_path("http://h/a\x001\x00accept=x"), "/a\x001\x00accept=x");
+        assert_eq!(
+            key_path("http://h/a\x001\x00accept=x"),
+            "/a\x001\x00accept=x"
+        );
         assert_eq!(key_path("http://h"), "");
     }
 

@@ -536,6 +536,10 @@ pub fn parse_config_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Co
             reason,
         };
         let is_list = arg.get_value_delimiter().is_some();
+        if matches!(value.get_ref(), toml::Value::Array(a) if a.is_empty() && is_list) {
+            // An empty list is the default (nobody); there is no value to pass on.
+            continue;
+        }
         let items: Vec<String> = match value.get_ref() {
             toml::Value::Array(items) if is_list => items
                 .iter()
@@ -603,5 +607,108 @@ fn scalar_text(v: &toml::Value) -> Option<String> {
         toml::Value::Float(f) => Some(f.to_string()),
         toml::Value::Boolean(b) => Some(b.to_string()),
         toml::Value::Datetime(_) | toml::Value::Array(_) | toml::Value::Table(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<FileSetting>, ConfigFileError> {
+        parse_config_text(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn file_values_become_flag_values() {
+        let settings = parse(
+            "listen = \"127.0.0.1:1\"\ncapacity = 1024\nallow_set_cookie = true\n\
+             allow_purge_from = [\"127.0.0.1\", \"10.0.0.0/8\"]\nshutdown_timeout = 1.5\n",
+        )
+        .unwrap();
+        let find = |k: &str| settings.iter().find(|s| s.key == k).unwrap();
+        assert_eq!(find("listen").env, "CACHET_LISTEN");
+        assert_eq!(find("capacity").value, "1024");
+        assert_eq!(find("allow_set_cookie").value, "true");
+        assert_eq!(find("allow_purge_from").value, "127.0.0.1,10.0.0.0/8");
+        assert_eq!(find("allow_purge_from").line, 4);
+        assert_eq!(find("shutdown_timeout").value, "1.5");
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named_with_their_line() {
+        let e = parse("listen = \"127.0.0.1:1\"\n\nmax_header_siz = 1\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigFileError::UnknownKey { key, line: 3, .. } if key == "max_header_siz"),
+            "{e}"
+        );
+        let e = parse("backend = \"redis\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigFileError::BadValue { key, line: 1, .. } if key == "backend"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("redis"), "{e}");
+        let e = parse("log_format = \"xml\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("plain"),
+            "lists the possible values: {e}"
+        );
+        let e = parse("revalidate_workers = -1\n").unwrap_err();
+        assert!(matches!(&e, ConfigFileError::BadValue { key, .. } if key == "revalidate_workers"));
+        let e = parse("listen = [\"127.0.0.1:1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("not a list"), "{e}");
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigFileError::UnknownKey { key, .. } if key == "server"),
+            "{e}"
+        );
+        let e = parse("config = \"other.toml\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigFileError::UnknownKey { .. }), "{e}");
+        let e = parse("listen = \n").unwrap_err();
+        assert!(matches!(&e, ConfigFileError::Syntax { .. }), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn example_file_parses_and_documents_every_key() {
+        let text = include_str!("../cachet.example.toml");
+        parse(text).unwrap();
+        let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
+        for arg in cmd.get_arguments() {
+            let key = arg.get_id().as_str();
+            if key == "config" || arg.get_env().is_none() {
+                continue;
+            }
+            let documented = text.lines().any(|l| {
+                let l = l.trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{key} ="))
+            });
+            assert!(documented, "cachet.example.toml does not mention `{key}`");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_bad_setting() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["serve", "--upstream", "http://127.0.0.1:9"];
+            argv.extend_from_slice(extra);
+            let cmd = ServeArgs::augment_args(clap::Command::new("serve").no_binary_name(true));
+            let m = cmd.try_get_matches_from(&argv[1..]).unwrap();
+            <ServeArgs as clap::FromArgMatches>::from_arg_matches(&m).unwrap()
+        };
+        assert!(args(&[]).validate().is_ok());
+        for (flags, name) in [
+            (&["--capacity", "0"][..], "--capacity"),
+            (&["--max-connections", "0"], "--max-connections"),
+            (&["--max-header-size", "4KiB"], "--max-header-size"),
+            (&["--header-read-timeout", "0s"], "--header-read-timeout"),
+            (&["--admin-token", " "], "--admin-token"),
+            (
+                &["--listen", "127.0.0.1:7000", "--admin", "127.0.0.1:7000"],
+                "--admin",
+            ),
+        ] {
+            let err = args(flags).validate().unwrap_err();
+            assert!(err.to_string().contains(name), "{flags:?}: {err}");
+        }
     }
 }

@@ -35,6 +35,20 @@ enum Command {
     Origin(OriginArgs),
     /// Measure hit rates: through each store (sim) or through a real proxy (http).
     Bench(BenchArgs),
+    /// Ask a running `cachet serve` for GET /health on its admin listener; exit 0 when it
+    /// answers 200 (for container health checks, where no curl is installed).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `cachet healthcheck`.
+#[derive(Debug, Args)]
+struct HealthcheckArgs {
+    /// The admin listener to ask (0.0.0.0 or [::] mean this host).
+    #[arg(long, env = "CACHET_ADMIN", default_value = "127.0.0.1:9091")]
+    admin: SocketAddr,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = |s: &str| parse_duration(s).map_err(|e| e.to_string()))]
+    timeout: std::time::Duration,
 }
 
 /// Flags of `cachet origin`.
@@ -101,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Origin(args) => origin(args).await,
             Command::Bench(args) => cachet::bench::run(args).await,
+            Command::Healthcheck(args) => healthcheck(args).await,
         }
     })
 }
@@ -179,6 +194,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     running.wait().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = args.admin;
+    if addr.ip().is_unspecified() {
+        // A listener on 0.0.0.0 is reached through loopback from inside the same host.
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(args.timeout, exchange)
+        .await
+        .with_context(|| format!("no answer from {addr} within {:?}", args.timeout))?
+        .with_context(|| format!("asking {addr} for /health"))?;
+    let status_line = String::from_utf8_lossy(&head);
+    anyhow::ensure!(
+        status_line.ends_with(" 200"),
+        "{addr} answered /health with {status_line:?}"
+    );
     Ok(())
 }
 
