@@ -145,9 +145,16 @@ async fn sigterm_lets_the_slow_request_finish_then_exits_0() {
     // Wait until the request is in the proxy (the origin has seen it).
     let stats = origin.stats.clone();
     assert!(common::eventually(Duration::from_secs(10), || stats.requests() == 1).await);
+    let admin = serve.admin.expect("admin address logged");
+    let healthcheck = |admin: std::net::SocketAddr| {
+        Command::new(BIN)
+            .args(["healthcheck", "--admin", &admin.to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(healthcheck(admin).success(), "healthy while serving");
     serve.signal("TERM");
     // While draining, the admin listener stays up and reports it.
-    let admin = serve.admin.expect("admin address logged");
     let health = common::eventually_async(Duration::from_secs(5), || {
         let http = http.clone();
         async move {
@@ -159,6 +166,7 @@ async fn sigterm_lets_the_slow_request_finish_then_exits_0() {
     })
     .await;
     assert!(health, "/health said 503 during the drain");
+    assert!(!healthcheck(admin).success(), "unhealthy while draining");
     let (status, len) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK, "the in-flight request completed");
     assert_eq!(len, 1024);
