@@ -27,9 +27,11 @@ use crate::config::LogFormat;
 /// Status logged for a request abandoned before its response existed (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
-/// One request's line, written when the record drops.
+/// One request's line, written when the record drops. `G` is whatever must last exactly as long
+/// as the request (the server's in-flight gauge guard and the connection's busy mark); it is a
+/// type parameter rather than a boxed list so that a request costs no allocation for it.
 #[derive(Debug)]
-pub struct AccessRecord {
+pub struct AccessRecord<G> {
     format: Option<LogFormat>,
     at: SystemTime,
     started: Instant,
@@ -41,20 +43,22 @@ pub struct AccessRecord {
     result: &'static str,
     upstream: Option<Duration>,
     bytes: u64,
-    /// Guards dropped with the record: whatever must last exactly as long as the request
-    /// (in-flight gauge, the connection's busy mark).
-    guards: Vec<Box<dyn std::any::Any + Send>>,
+    /// Dropped with the record, after the line is written; held for its `Drop`, never read.
+    #[allow(dead_code)]
+    guard: G,
 }
 
-impl AccessRecord {
+impl<G> AccessRecord<G> {
     /// Starts a record for a request that just arrived. With `format` `None` nothing is written,
-    /// but the guards still live as long as the request.
+    /// but `guard` still lives as long as the request (and `target` may be left empty: the
+    /// caller need not format it).
     pub fn start(
         format: Option<LogFormat>,
         peer: SocketAddr,
         method: &Method,
-        target: &str,
+        target: String,
         version: Version,
+        guard: G,
     ) -> Self {
         AccessRecord {
             format,
@@ -62,19 +66,14 @@ impl AccessRecord {
             started: Instant::now(),
             peer,
             method: method.clone(),
-            target: target.to_string(),
+            target,
             version,
             status: CLIENT_CLOSED,
             result: "-",
             upstream: None,
             bytes: 0,
-            guards: Vec::new(),
+            guard,
         }
-    }
-
-    /// Keeps `guard` alive until the request is over.
-    pub fn hold(&mut self, guard: impl std::any::Any + Send) {
-        self.guards.push(Box::new(guard));
     }
 
     /// Notes the response: its status, cache result and upstream time.
@@ -121,7 +120,7 @@ impl AccessRecord {
     }
 }
 
-impl Drop for AccessRecord {
+impl<G> Drop for AccessRecord<G> {
     fn drop(&mut self) {
         let Some(format) = self.format else { return };
         let mut line = self.line(format, self.started.elapsed());
@@ -169,19 +168,22 @@ fn escape_plain(s: &str) -> String {
 /// record (writing the line and releasing its guards) when hyper drops the body: after the last
 /// byte, or when the client goes away.
 #[derive(Debug)]
-pub struct LoggedBody {
+pub struct LoggedBody<G> {
     inner: Body,
-    record: AccessRecord,
+    record: AccessRecord<G>,
 }
 
-impl LoggedBody {
+impl<G> LoggedBody<G> {
     /// Wraps `inner`, charging its bytes to `record`.
-    pub fn new(inner: Body, record: AccessRecord) -> Self {
+    pub fn new(inner: Body, record: AccessRecord<G>) -> Self {
         LoggedBody { inner, record }
     }
 }
 
-impl HttpBody for LoggedBody {
+// The record is never pinned: it is plain data, and the inner body is boxed.
+impl<G> Unpin for LoggedBody<G> {}
+
+impl<G> HttpBody for LoggedBody<G> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -213,13 +215,14 @@ impl HttpBody for LoggedBody {
 mod tests {
     use super::*;
 
-    fn record() -> AccessRecord {
+    fn record() -> AccessRecord<()> {
         let mut r = AccessRecord::start(
             None,
             "127.0.0.1:5000".parse().unwrap(),
             &Method::GET,
-            "/a?b=1",
+            "/a?b=1".into(),
             Version::HTTP_11,
+            (),
         );
         r.respond(200, "hit", Some(Duration::from_millis(12)));
         r.bytes = 4096;
@@ -253,8 +256,9 @@ mod tests {
             None,
             "127.0.0.1:5000".parse().unwrap(),
             &Method::GET,
-            "/slow",
+            "/slow".into(),
             Version::HTTP_11,
+            (),
         );
         let line = r.line(LogFormat::Plain, Duration::from_millis(1));
         assert!(line.contains("\" 499 - upstream=- "), "{line}");

@@ -33,7 +33,7 @@ use crate::access_log::{AccessRecord, LoggedBody};
 use crate::admin::AdminState;
 use crate::body::{self, Body};
 use crate::config::{LogFormat, ServeConfig};
-use crate::metrics::{Levels, LiveGauge, RequestCounts};
+use crate::metrics::{GaugeGuard, Levels, LiveGauge, RequestCounts};
 use crate::policy::key::cache_key;
 use crate::proxy::{CacheResult, Proxy, UpstreamTime};
 use crate::revalidate::{Revalidator, Workers};
@@ -536,6 +536,10 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
+/// What lives exactly as long as one request: its place in the in-flight gauge and its
+/// connection's busy mark.
+type RequestGuards = (GaugeGuard, BusyGuard);
+
 /// Handles one request: PURGE here, everything else through the proxy; counts it, and hands
 /// hyper a body that carries the request's access record and guards to the end of the response.
 async fn serve_request(
@@ -543,18 +547,23 @@ async fn serve_request(
     busy: BusyGuard,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Response<LoggedBody> {
+) -> Response<LoggedBody<RequestGuards>> {
+    // The guards are held by the record: if this future is dropped (the client left while the
+    // proxy waited on the upstream), the record drops with it, and so do they. The target is
+    // formatted only when a line will be written: this is on every request's path.
+    let target = if shared.access_log.is_some() {
+        req.uri().to_string()
+    } else {
+        String::new()
+    };
     let mut record = AccessRecord::start(
         shared.access_log,
         peer,
         req.method(),
-        &req.uri().to_string(),
+        target,
         req.version(),
+        (shared.in_flight.enter(), busy),
     );
-    // Held by the record: if this future is dropped (the client left while we waited on the
-    // upstream), the record drops with it, and so do these.
-    record.hold(shared.in_flight.enter());
-    record.hold(busy);
     let (resp, label) = if req.method().as_str() == "PURGE" {
         (purge(shared, req, peer), "purge")
     } else {
