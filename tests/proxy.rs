@@ -289,3 +289,32 @@ async fn body_is_streamed_while_it_is_stored() {
     assert!(hit.is_hit(), "{}", hit.cache_status());
     assert_eq!(hit.body, body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_disconnect_does_not_cancel_the_fetch() {
+    let s = Arc::new(stack(Backend::Sharded).await);
+    let path = "/leader?latency=600ms";
+    // The leader's client gives up long before the origin answers.
+    let leader = {
+        let client = s.client.clone();
+        let url = s.url(path);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(150), client.get(url).send()).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let follower = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.get(path).await })
+    };
+    leader.await.unwrap();
+    let r = follower.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.cache_status().contains("collapsed"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(s.origin_requests(), 1, "the fetch went on for the follower");
+    assert!(s.get(path).await.is_hit(), "and it was stored");
+}
