@@ -331,8 +331,15 @@ impl Inner {
                         } else {
                             Fwd::Stale
                         };
+                        let mut status = CacheStatus::forward(fwd);
+                        status.ttl = Some(ttl);
+                        let flight = found.key.clone();
+                        let stale = Stale {
+                            entry: found.entry,
+                            serve_on_error: stale_if_error,
+                        };
                         return self
-                            .revalidate(parts, found, ttl, stale_if_error, fwd, client)
+                            .coalesced_fetch(parts, key, &flight, Some(stale), status, client)
                             .await;
                     }
                 }
@@ -356,83 +363,40 @@ impl Inner {
             );
             return self.forward_uncached(parts, client, status).await;
         }
-        let mut status = CacheStatus::forward(fwd);
-        match self.coalescer.join(&key) {
-            Flight::Leader(leader) => {
-                self.fetch(parts, key, Some(leader), None, status, client)
-                    .await
-            }
-            Flight::Follower(follower) => {
-                if let Some(entry) = follower.wait(self.config.coalesce_timeout).await {
-                    if let Some(stored) = entry.response() {
-                        if vary::matches(&stored.vary_values, &parts.headers) {
-                            status.fwd_status = Some(stored.status.as_u16());
-                            status.collapsed = true;
-                            let age = current_age(stored, SystemTime::now());
-                            status.ttl = Some(stored.lifetime as i64 - age as i64);
-                            return serve_stored(
-                                &parts,
-                                stored,
-                                age,
-                                status,
-                                CacheResult::Coalesced,
-                            );
-                        }
-                    }
-                }
-                // The leader's response was not shareable, or not for us: fetch for ourselves.
-                self.fetch(parts, key, None, None, status, client).await
-            }
-        }
+        let flight = key.clone();
+        self.coalesced_fetch(parts, key, &flight, None, CacheStatus::forward(fwd), client)
+            .await
     }
 
-    /// Revalidates a stored response in the foreground: a conditional request when it has
-    /// validators, a plain one otherwise; a 304 refreshes it, a full response replaces it.
-    #[allow(clippy::too_many_arguments)]
-    async fn revalidate(
+    /// Fetches (or revalidates `stale`) once per `flight` key: the first caller goes upstream,
+    /// the others wait for its result and serve it when it fits their request, or fetch for
+    /// themselves when it does not (not shareable, another variant, or too slow).
+    async fn coalesced_fetch(
         self: Arc<Self>,
         parts: Parts,
-        found: Found,
-        ttl: i64,
-        stale_if_error: bool,
-        fwd: Fwd,
+        primary: Key,
+        flight: &Key,
+        stale: Option<Stale>,
+        mut status: CacheStatus,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let primary = cache_key(&parts, "http");
-        let mut status = CacheStatus::forward(fwd);
-        status.ttl = Some(ttl);
-        match self.coalescer.join(&found.key) {
-            Flight::Follower(follower) => {
-                if let Some(entry) = follower.wait(self.config.coalesce_timeout).await {
-                    if let Some(stored) = entry.response() {
-                        if vary::matches(&stored.vary_values, &parts.headers) {
-                            status.collapsed = true;
-                            status.fwd_status = Some(stored.status.as_u16());
-                            let age = current_age(stored, SystemTime::now());
-                            status.ttl = Some(stored.lifetime as i64 - age as i64);
-                            return serve_stored(
-                                &parts,
-                                stored,
-                                age,
-                                status,
-                                CacheResult::Coalesced,
-                            );
-                        }
-                    }
-                }
-                let stale = Stale {
-                    entry: found.entry,
-                    serve_on_error: stale_if_error,
-                };
-                self.fetch(parts, primary, None, Some(stale), status, client)
+        match self.coalescer.join(flight) {
+            Flight::Leader(leader) => {
+                self.fetch(parts, primary, Some(leader), stale, status, client)
                     .await
             }
-            Flight::Leader(leader) => {
-                let stale = Stale {
-                    entry: found.entry,
-                    serve_on_error: stale_if_error,
-                };
-                self.fetch(parts, primary, Some(leader), Some(stale), status, client)
+            Flight::Follower(follower) => {
+                let shared = follower.wait(self.config.coalesce_timeout).await;
+                if let Some(stored) = shared.and_then(StoredResponse::new) {
+                    if vary::matches(&stored.vary_values, &parts.headers) {
+                        status.fwd_status = Some(stored.status.as_u16());
+                        status.collapsed = true;
+                        let age = current_age(&stored, SystemTime::now());
+                        status.ttl = Some(stored.lifetime as i64 - age as i64);
+                        return serve_stored(&parts, &stored, age, status, CacheResult::Coalesced);
+                    }
+                }
+                self.fetch(parts, primary, None, stale, status, client)
                     .await
             }
         }
