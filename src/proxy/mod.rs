@@ -520,7 +520,7 @@ impl Inner {
         self: Arc<Self>,
         parts: Parts,
         client: Option<SocketAddr>,
-        mut status: CacheStatus,
+        status: CacheStatus,
     ) -> Response<Body> {
         let request = self.upstream.prepare(
             parts.method.clone(),
@@ -530,23 +530,7 @@ impl Inner {
             client,
             body::empty(),
         );
-        let started = Instant::now();
-        match self.upstream.send(request).await {
-            Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
-            Ok(resp) => {
-                let elapsed = started.elapsed();
-                metrics::record_upstream(elapsed);
-                let (mut head, body) = resp.into_parts();
-                strip_hop_by_hop(&mut head.headers);
-                add_via(&mut head.headers, head.version);
-                status.fwd_status = Some(head.status.as_u16());
-                head.headers.append(CACHE_STATUS, status.header_value());
-                let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
-                resp.extensions_mut().insert(CacheResult::Miss);
-                resp.extensions_mut().insert(UpstreamTime(elapsed));
-                resp
-            }
-        }
+        self.relay(request, status, CacheResult::Miss, |_| {}).await
     }
 
     /// Passes a request with a method we do not cache, and invalidates what a successful unsafe
@@ -568,6 +552,34 @@ impl Inner {
             client,
             body,
         );
+        self.relay(request, status, CacheResult::Bypass, |head| {
+            if !policy::invalidates(&parts.method, head.status) {
+                return;
+            }
+            self.invalidate(&key);
+            for name in [LOCATION, CONTENT_LOCATION] {
+                if let Some(target) = head
+                    .headers
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| same_origin_key(&key, v))
+                {
+                    self.invalidate(&target);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends a request upstream and streams the answer back untouched but for hop-by-hop fields,
+    /// `Via` and `Cache-Status`; `on_head` sees the response head first.
+    async fn relay(
+        &self,
+        request: Request<Body>,
+        mut status: CacheStatus,
+        result: CacheResult,
+        on_head: impl FnOnce(&http::response::Parts),
+    ) -> Response<Body> {
         let started = Instant::now();
         match self.upstream.send(request).await {
             Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
@@ -577,23 +589,11 @@ impl Inner {
                 let (mut head, body) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 add_via(&mut head.headers, head.version);
-                if policy::invalidates(&parts.method, head.status) {
-                    self.invalidate(&key);
-                    for name in [LOCATION, CONTENT_LOCATION] {
-                        if let Some(target) = head
-                            .headers
-                            .get(&name)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| same_origin_key(&key, v))
-                        {
-                            self.invalidate(&target);
-                        }
-                    }
-                }
+                on_head(&head);
                 status.fwd_status = Some(head.status.as_u16());
                 head.headers.append(CACHE_STATUS, status.header_value());
                 let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
-                resp.extensions_mut().insert(CacheResult::Bypass);
+                resp.extensions_mut().insert(result);
                 resp.extensions_mut().insert(UpstreamTime(elapsed));
                 resp
             }
