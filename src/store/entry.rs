@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -150,12 +150,15 @@ impl Entry {
     /// A synthetic response entry with a body of `body_len` bytes; used by tests, benchmarks and
     /// trace replay where only the size matters.
     pub fn synthetic(body_len: usize) -> Entry {
-        // Shared zeroes: a trace replay of millions of requests must not allocate each body. The
-        // static lives in .bss and is never read, so its pages are never even mapped in; 256 MiB
-        // covers the objects of published CDN traces.
-        static ZEROS: [u8; 1 << 28] = [0; 1 << 28];
-        let body = if body_len <= ZEROS.len() {
-            Bytes::from_static(&ZEROS[..body_len])
+        // Shared zeroes: a trace replay of millions of requests must not allocate each body.
+        // `vec![0; n]` is a calloc, whose pages the kernel maps in only when touched, and these
+        // are never read; 256 MiB covers the objects of published CDN traces.
+        const SHARED: usize = 1 << 28;
+        static ZEROS: OnceLock<Bytes> = OnceLock::new();
+        let body = if body_len <= SHARED {
+            ZEROS
+                .get_or_init(|| Bytes::from(vec![0u8; SHARED]))
+                .slice(..body_len)
         } else {
             Bytes::from(vec![0u8; body_len])
         };
