@@ -14,6 +14,7 @@
 //! | `vary=Accept-Encoding` | send `Vary` and echo the named request header into the body |
 //! | `cookie=1` | send a `Set-Cookie` |
 //! | `truncate=1` | announce the full length, send half the body, then drop the connection |
+//! | `drip=100ms` | send the body in four parts with this pause before each of the last three |
 //! | `version=N` | mixed into the body and ETag, so a test can change the "file" behind a URL |
 //! | `expires=...` | send this `Expires` value |
 //! | `location=/x` | send `Location` |
@@ -389,6 +390,24 @@ async fn build(req: &Request<Incoming>, config: &OriginConfig) -> Result<Respons
             Err("origin truncated the body on purpose".into()),
         ];
         let stream = futures_util::stream::iter(frames);
+        return builder
+            .body(StreamBody::new(stream).boxed())
+            .map_err(|e| e.to_string());
+    }
+    if let Some(pause) = q.get("drip") {
+        let pause = parse_duration(pause).map_err(|e| e.to_string())?;
+        let quarter = len.div_ceil(4).max(1);
+        let parts: Vec<Bytes> = (0..len)
+            .step_by(quarter)
+            .map(|start| body_bytes.slice(start..(start + quarter).min(len)))
+            .collect();
+        let stream = futures_util::stream::unfold((parts, 0usize), move |(parts, i)| async move {
+            let part = parts.get(i)?.clone();
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            Some((Ok::<_, BoxError>(Frame::data(part)), (parts, i + 1)))
+        });
         return builder
             .body(StreamBody::new(stream).boxed())
             .map_err(|e| e.to_string());

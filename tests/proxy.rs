@@ -265,3 +265,56 @@ async fn via_and_hop_by_hop() {
         .header("connection")
         .is_none_or(|c| !c.contains("x-secret")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_is_streamed_while_it_is_stored() {
+    let s = stack(Backend::Moka).await;
+    // Four parts, 400 ms apart: the whole body takes 1.2 s to arrive.
+    let path = "/drip?drip=400ms&size=40000";
+    let started = Instant::now();
+    let mut resp = s.client.get(s.url(path)).send().await.unwrap();
+    let first = resp.chunk().await.unwrap().expect("a first chunk");
+    let first_at = started.elapsed();
+    let mut body = first.to_vec();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    let whole_at = started.elapsed();
+    assert!(
+        first_at < Duration::from_millis(600) && whole_at >= Duration::from_millis(1100),
+        "first bytes at {first_at:?}, whole body at {whole_at:?}"
+    );
+    assert_eq!(body, body_for("/drip", "", 40_000).to_vec());
+    let hit = s.get(path).await;
+    assert!(hit.is_hit(), "{}", hit.cache_status());
+    assert_eq!(hit.body, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_disconnect_does_not_cancel_the_fetch() {
+    let s = Arc::new(stack(Backend::Sharded).await);
+    let path = "/leader?latency=600ms";
+    // The leader's client gives up long before the origin answers.
+    let leader = {
+        let client = s.client.clone();
+        let url = s.url(path);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(150), client.get(url).send()).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let follower = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.get(path).await })
+    };
+    leader.await.unwrap();
+    let r = follower.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.cache_status().contains("collapsed"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(s.origin_requests(), 1, "the fetch went on for the follower");
+    assert!(s.get(path).await.is_hit(), "and it was stored");
+}

@@ -243,16 +243,7 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
 mod tests {
     use super::*;
 
-    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in fields {
-            h.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        h
-    }
+    use super::super::test_support::headers;
 
     const EARLY: &str = "Tue, 14 Nov 2023 22:00:00 GMT";
     const LM: &str = "Tue, 14 Nov 2023 22:13:20 GMT";

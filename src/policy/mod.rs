@@ -13,6 +13,8 @@ pub mod key;
 pub mod range;
 pub mod storable;
 pub mod targeted;
+#[cfg(test)]
+mod test_support;
 pub mod vary;
 
 pub use cache_control::CacheControl;

@@ -130,19 +130,8 @@ pub fn storable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::HeaderName;
-    use http::HeaderValue;
 
-    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in fields {
-            h.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        h
-    }
+    use super::super::test_support::headers;
 
     const LM: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
 

@@ -105,16 +105,7 @@ pub fn cdn_directives(headers: &HeaderMap) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use super::super::test_support::headers;
 
     fn effective_cc(pairs: &[(&str, &str)]) -> (Option<String>, bool) {
         let h = headers(pairs);

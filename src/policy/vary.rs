@@ -147,16 +147,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn headers(fields: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in fields {
-            h.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        h
-    }
+    use super::super::test_support::headers;
 
     fn names(list: &[&str]) -> VarySpec {
         VarySpec::Names(

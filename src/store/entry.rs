@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -151,9 +151,14 @@ impl Entry {
     /// trace replay where only the size matters.
     pub fn synthetic(body_len: usize) -> Entry {
         // Shared zeroes: a trace replay of millions of requests must not allocate each body.
-        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
-        let body = if body_len <= ZEROS.len() {
-            Bytes::from_static(&ZEROS[..body_len])
+        // `vec![0; n]` is a calloc, whose pages the kernel maps in only when touched, and these
+        // are never read; 256 MiB covers the objects of published CDN traces.
+        const SHARED: usize = 1 << 28;
+        static ZEROS: OnceLock<Bytes> = OnceLock::new();
+        let body = if body_len <= SHARED {
+            ZEROS
+                .get_or_init(|| Bytes::from(vec![0u8; SHARED]))
+                .slice(..body_len)
         } else {
             Bytes::from(vec![0u8; body_len])
         };

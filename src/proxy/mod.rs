@@ -17,35 +17,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
-    CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, LOCATION, RANGE, VARY,
-};
+use http::header::{HeaderMap, CONTENT_LOCATION, LOCATION, RANGE};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
 use crate::body::{self, Body, BoxError};
-use crate::coalesce::{Coalescer, Flight, Leader, Outcome};
+use crate::coalesce::{Coalescer, Flight, Leader};
 use crate::metrics;
-use crate::policy::cache_control::{request_no_cache, FieldScope};
+use crate::policy::cache_control::request_no_cache;
 use crate::policy::conditional::{self, Precondition};
 use crate::policy::freshness::{current_age, decide, freshness_lifetime, Stored};
 use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::key::{cache_key, same_origin_key};
-use crate::policy::range::{self, RangeAnswer};
-use crate::policy::storable::storable;
 use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
-use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, NotStorable, StoreRules};
+use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, StoreRules};
 use crate::revalidate::Revalidator;
 use crate::store::{CachedResponse, Entry, Key, Store};
 use crate::upstream::{add_via, Upstream, UpstreamError};
+
+mod fill;
+mod respond;
+
+use fill::{exchange, FillRequest, Head, Stale};
+pub use respond::CACHE_STATUS;
+use respond::{error_response, only_if_cached_miss, precondition_response, serve_stored};
 
 /// How the proxy treats requests, beyond what the RFCs fix.
 #[derive(Debug, Clone)]
@@ -331,8 +330,15 @@ impl Inner {
                         } else {
                             Fwd::Stale
                         };
+                        let mut status = CacheStatus::forward(fwd);
+                        status.ttl = Some(ttl);
+                        let flight = found.key.clone();
+                        let stale = Stale {
+                            entry: found.entry,
+                            serve_on_error: stale_if_error,
+                        };
                         return self
-                            .revalidate(parts, found, ttl, stale_if_error, fwd, client)
+                            .coalesced_fetch(parts, key, &flight, Some(stale), status, client)
                             .await;
                     }
                 }
@@ -356,83 +362,40 @@ impl Inner {
             );
             return self.forward_uncached(parts, client, status).await;
         }
-        let mut status = CacheStatus::forward(fwd);
-        match self.coalescer.join(&key) {
-            Flight::Leader(leader) => {
-                self.fetch(parts, key, Some(leader), None, status, client)
-                    .await
-            }
-            Flight::Follower(follower) => {
-                if let Some(entry) = follower.wait(self.config.coalesce_timeout).await {
-                    if let Some(stored) = entry.response() {
-                        if vary::matches(&stored.vary_values, &parts.headers) {
-                            status.fwd_status = Some(stored.status.as_u16());
-                            status.collapsed = true;
-                            let age = current_age(stored, SystemTime::now());
-                            status.ttl = Some(stored.lifetime as i64 - age as i64);
-                            return serve_stored(
-                                &parts,
-                                stored,
-                                age,
-                                status,
-                                CacheResult::Coalesced,
-                            );
-                        }
-                    }
-                }
-                // The leader's response was not shareable, or not for us: fetch for ourselves.
-                self.fetch(parts, key, None, None, status, client).await
-            }
-        }
+        let flight = key.clone();
+        self.coalesced_fetch(parts, key, &flight, None, CacheStatus::forward(fwd), client)
+            .await
     }
 
-    /// Revalidates a stored response in the foreground: a conditional request when it has
-    /// validators, a plain one otherwise; a 304 refreshes it, a full response replaces it.
-    #[allow(clippy::too_many_arguments)]
-    async fn revalidate(
+    /// Fetches (or revalidates `stale`) once per `flight` key: the first caller goes upstream,
+    /// the others wait for its result and serve it when it fits their request, or fetch for
+    /// themselves when it does not (not shareable, another variant, or too slow).
+    async fn coalesced_fetch(
         self: Arc<Self>,
         parts: Parts,
-        found: Found,
-        ttl: i64,
-        stale_if_error: bool,
-        fwd: Fwd,
+        primary: Key,
+        flight: &Key,
+        stale: Option<Stale>,
+        mut status: CacheStatus,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let primary = cache_key(&parts, "http");
-        let mut status = CacheStatus::forward(fwd);
-        status.ttl = Some(ttl);
-        match self.coalescer.join(&found.key) {
-            Flight::Follower(follower) => {
-                if let Some(entry) = follower.wait(self.config.coalesce_timeout).await {
-                    if let Some(stored) = entry.response() {
-                        if vary::matches(&stored.vary_values, &parts.headers) {
-                            status.collapsed = true;
-                            status.fwd_status = Some(stored.status.as_u16());
-                            let age = current_age(stored, SystemTime::now());
-                            status.ttl = Some(stored.lifetime as i64 - age as i64);
-                            return serve_stored(
-                                &parts,
-                                stored,
-                                age,
-                                status,
-                                CacheResult::Coalesced,
-                            );
-                        }
-                    }
-                }
-                let stale = Stale {
-                    entry: found.entry,
-                    serve_on_error: stale_if_error,
-                };
-                self.fetch(parts, primary, None, Some(stale), status, client)
+        match self.coalescer.join(flight) {
+            Flight::Leader(leader) => {
+                self.fetch(parts, primary, Some(leader), stale, status, client)
                     .await
             }
-            Flight::Leader(leader) => {
-                let stale = Stale {
-                    entry: found.entry,
-                    serve_on_error: stale_if_error,
-                };
-                self.fetch(parts, primary, Some(leader), Some(stale), status, client)
+            Flight::Follower(follower) => {
+                let shared = follower.wait(self.config.coalesce_timeout).await;
+                if let Some(stored) = shared.and_then(StoredResponse::new) {
+                    if vary::matches(&stored.vary_values, &parts.headers) {
+                        status.fwd_status = Some(stored.status.as_u16());
+                        status.collapsed = true;
+                        let age = current_age(&stored, SystemTime::now());
+                        status.ttl = Some(stored.lifetime as i64 - age as i64);
+                        return serve_stored(&parts, &stored, age, status, CacheResult::Coalesced);
+                    }
+                }
+                self.fetch(parts, primary, None, stale, status, client)
                     .await
             }
         }
@@ -557,7 +520,7 @@ impl Inner {
         self: Arc<Self>,
         parts: Parts,
         client: Option<SocketAddr>,
-        mut status: CacheStatus,
+        status: CacheStatus,
     ) -> Response<Body> {
         let request = self.upstream.prepare(
             parts.method.clone(),
@@ -567,23 +530,7 @@ impl Inner {
             client,
             body::empty(),
         );
-        let started = Instant::now();
-        match self.upstream.send(request).await {
-            Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
-            Ok(resp) => {
-                let elapsed = started.elapsed();
-                metrics::record_upstream(elapsed);
-                let (mut head, body) = resp.into_parts();
-                strip_hop_by_hop(&mut head.headers);
-                add_via(&mut head.headers, head.version);
-                status.fwd_status = Some(head.status.as_u16());
-                head.headers.append(CACHE_STATUS, status.header_value());
-                let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
-                resp.extensions_mut().insert(CacheResult::Miss);
-                resp.extensions_mut().insert(UpstreamTime(elapsed));
-                resp
-            }
-        }
+        self.relay(request, status, CacheResult::Miss, |_| {}).await
     }
 
     /// Passes a request with a method we do not cache, and invalidates what a successful unsafe
@@ -605,6 +552,34 @@ impl Inner {
             client,
             body,
         );
+        self.relay(request, status, CacheResult::Bypass, |head| {
+            if !policy::invalidates(&parts.method, head.status) {
+                return;
+            }
+            self.invalidate(&key);
+            for name in [LOCATION, CONTENT_LOCATION] {
+                if let Some(target) = head
+                    .headers
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| same_origin_key(&key, v))
+                {
+                    self.invalidate(&target);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends a request upstream and streams the answer back untouched but for hop-by-hop fields,
+    /// `Via` and `Cache-Status`; `on_head` sees the response head first.
+    async fn relay(
+        &self,
+        request: Request<Body>,
+        mut status: CacheStatus,
+        result: CacheResult,
+        on_head: impl FnOnce(&http::response::Parts),
+    ) -> Response<Body> {
         let started = Instant::now();
         match self.upstream.send(request).await {
             Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
@@ -614,23 +589,11 @@ impl Inner {
                 let (mut head, body) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 add_via(&mut head.headers, head.version);
-                if policy::invalidates(&parts.method, head.status) {
-                    self.invalidate(&key);
-                    for name in [LOCATION, CONTENT_LOCATION] {
-                        if let Some(target) = head
-                            .headers
-                            .get(&name)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| same_origin_key(&key, v))
-                        {
-                            self.invalidate(&target);
-                        }
-                    }
-                }
+                on_head(&head);
                 status.fwd_status = Some(head.status.as_u16());
                 head.headers.append(CACHE_STATUS, status.header_value());
                 let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
-                resp.extensions_mut().insert(CacheResult::Bypass);
+                resp.extensions_mut().insert(result);
                 resp.extensions_mut().insert(UpstreamTime(elapsed));
                 resp
             }
@@ -703,421 +666,4 @@ impl Inner {
             }
         }
     }
-}
-
-/// A stale response a fetch may fall back on or refresh.
-struct Stale {
-    entry: StoredResponse,
-    /// `stale-if-error` allows serving it when the upstream fails.
-    serve_on_error: bool,
-}
-
-/// What an exchange reports once the upstream's response head is in.
-enum Head {
-    Failed(UpstreamError, Duration),
-    /// The upstream failed and the stale entry may be served instead.
-    StaleOnError {
-        entry: StoredResponse,
-        fwd_status: Option<u16>,
-        elapsed: Duration,
-    },
-    /// A 304 refreshed the stored entry.
-    Refreshed {
-        entry: StoredResponse,
-        elapsed: Duration,
-    },
-    /// A full response: its head, whether it will be stored (with its ttl), and the body.
-    Streaming {
-        head: http::response::Parts,
-        verdict: Result<i64, NotStorable>,
-        body: Body,
-        elapsed: Duration,
-    },
-}
-
-/// What a cache fill sends upstream: the client's target and headers less its own conditionals
-/// and range. A fill asks for the whole, current response so that it can be stored; the client's
-/// conditions are then answered locally. The headers are also what storability and Vary are
-/// decided on.
-struct FillRequest {
-    uri: http::Uri,
-    version: http::Version,
-    client: Option<SocketAddr>,
-    headers: HeaderMap,
-}
-
-impl FillRequest {
-    fn new(parts: &Parts, client: Option<SocketAddr>) -> Self {
-        FillRequest {
-            uri: parts.uri.clone(),
-            version: parts.version,
-            client,
-            headers: fill_request_headers(&parts.headers),
-        }
-    }
-
-    /// The upstream request, with `validators` added when revalidating.
-    fn to_request(
-        &self,
-        upstream: &Upstream,
-        validators: &[(HeaderName, HeaderValue)],
-    ) -> Request<Body> {
-        let mut headers = self.headers.clone();
-        for (name, value) in validators {
-            headers.insert(name.clone(), value.clone());
-        }
-        upstream.prepare(
-            Method::GET,
-            &self.uri,
-            &headers,
-            self.version,
-            self.client,
-            body::empty(),
-        )
-    }
-}
-
-fn fill_request_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut h = headers.clone();
-    for name in [
-        IF_NONE_MATCH,
-        IF_MODIFIED_SINCE,
-        IF_MATCH,
-        IF_UNMODIFIED_SINCE,
-        IF_RANGE,
-        RANGE,
-    ] {
-        h.remove(name);
-    }
-    h
-}
-
-const CLIENT_CHANNEL_FRAMES: usize = 16;
-
-/// One upstream exchange that may fill the store. Runs in its own task or on a revalidation worker;
-/// reports the response head on `report` (ignored when nobody listens) and keeps reading the body
-/// for the store even after the client is gone.
-async fn exchange(
-    inner: Arc<Inner>,
-    fill: FillRequest,
-    key: Key,
-    leader: Option<Leader>,
-    stale: Option<Stale>,
-    report: oneshot::Sender<Head>,
-) {
-    let validators = stale
-        .as_ref()
-        .map(|s| conditional::revalidation_headers(&s.entry.headers))
-        .unwrap_or_default();
-    let mut request_time = SystemTime::now();
-    let started = Instant::now();
-    let mut sent = inner
-        .upstream
-        .send(fill.to_request(&inner.upstream, &validators))
-        .await;
-    if let (Ok(resp), Some(s)) = (&sent, &stale) {
-        let stored = &s.entry;
-        if resp.status() == StatusCode::NOT_MODIFIED
-            && !conditional::not_modified_applies(&stored.headers, resp.headers())
-        {
-            // A 304 for some other representation than the one we hold (RFC 9111 4.3.4):
-            // it cannot refresh ours, so ask again without conditions.
-            request_time = SystemTime::now();
-            sent = inner
-                .upstream
-                .send(fill.to_request(&inner.upstream, &[]))
-                .await;
-        }
-    }
-    let elapsed = started.elapsed();
-    let response_time = SystemTime::now();
-    metrics::record_upstream(elapsed);
-
-    let response = match sent {
-        Err(e) => {
-            let head = match stale {
-                Some(s) if s.serve_on_error => Head::StaleOnError {
-                    entry: s.entry,
-                    fwd_status: None,
-                    elapsed,
-                },
-                _ => Head::Failed(e, elapsed),
-            };
-            let _ = report.send(head);
-            return; // `leader` drops here: followers fetch for themselves.
-        }
-        Ok(r) => r,
-    };
-    let (mut head, mut body) = response.into_parts();
-    strip_hop_by_hop(&mut head.headers);
-    add_via(&mut head.headers, head.version);
-
-    if let Some(s) = &stale {
-        let stored = &s.entry;
-        if head.status == StatusCode::NOT_MODIFIED
-            && conditional::not_modified_applies(&stored.headers, &head.headers)
-        {
-            let mut refreshed = CachedResponse::clone(stored);
-            refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
-            if !inner.config.rules.allow_set_cookie {
-                // A cookie set on a 304 is one client's; it must not become part of the entry.
-                refreshed.headers.remove(http::header::SET_COOKIE);
-            }
-            refreshed.request_time = request_time;
-            refreshed.response_time = response_time;
-            let (cc, lifetime) =
-                inner.freshness(refreshed.status, &refreshed.headers, response_time);
-            refreshed.cc = cc;
-            refreshed.lifetime = lifetime;
-            strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
-            let entry = inner.store_response(&key, &fill.headers, refreshed);
-            if let Some(l) = leader {
-                l.finish(Outcome::Shared(Arc::clone(&entry.0)));
-            }
-            let _ = report.send(Head::Refreshed { entry, elapsed });
-            return;
-        }
-        if s.serve_on_error && head.status.is_server_error() {
-            // Keep the stale entry; a 5xx must not replace it.
-            let _ = report.send(Head::StaleOnError {
-                entry: s.entry.clone(),
-                fwd_status: Some(head.status.as_u16()),
-                elapsed,
-            });
-            return;
-        }
-    }
-
-    let mut verdict = storable(
-        &Method::GET,
-        &fill.headers,
-        head.status,
-        &targeted::effective_headers(&head.headers),
-        &inner.config.rules,
-    );
-    let max = inner.config.max_object_size;
-    let declared = head
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if verdict.is_ok() && declared.is_some_and(|n| n > max) {
-        verdict = Err(NotStorable::TooLarge);
-    }
-    let (cc, lifetime) = inner.freshness(head.status, &head.headers, response_time);
-    let ttl_verdict = verdict.map(|()| lifetime as i64);
-
-    let (client_tx, client_rx) =
-        mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
-    let client_body: Body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(client_rx)));
-    let mut client_head = head.clone();
-    client_head.headers = head.headers.clone();
-    let listening = report
-        .send(Head::Streaming {
-            head: client_head,
-            verdict: ttl_verdict,
-            body: client_body,
-            elapsed,
-        })
-        .is_ok();
-    let mut client = listening.then_some(client_tx);
-
-    let mut buffer = verdict
-        .is_ok()
-        .then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                if let (Some(data), Some(buf)) = (frame.data_ref(), buffer.as_mut()) {
-                    if buf.len() as u64 + data.len() as u64 > max {
-                        buffer = None;
-                    } else {
-                        buf.extend_from_slice(data);
-                    }
-                }
-                if let Some(tx) = &client {
-                    if tx.send(Ok(frame)).await.is_err() {
-                        client = None; // the client left; keep filling for the store
-                    }
-                }
-                if client.is_none() && buffer.is_none() {
-                    return; // nobody needs the rest
-                }
-            }
-            Some(Err(e)) => {
-                // A truncated body must never become an entry: drop the buffer, fail the client's
-                // stream so it sees the cut too, and let the leader release the followers.
-                if let Some(tx) = &client {
-                    let _ = tx.send(Err(Box::new(e))).await;
-                }
-                return;
-            }
-        }
-    }
-    let Some(buffer) = buffer else { return };
-    let Ok(()) = verdict else { return };
-    let mut headers = head.headers;
-    strip_unshareable_fields(&mut headers, &cc);
-    let response = CachedResponse {
-        status: head.status,
-        headers,
-        body: buffer.freeze(),
-        request_time,
-        response_time,
-        vary_values: Vec::new(),
-        cc,
-        lifetime,
-    };
-    let entry = inner.store_response(&key, &fill.headers, response);
-    if let Some(l) = leader {
-        l.finish(Outcome::Shared(entry.0));
-    }
-}
-
-/// Removes the fields a shared cache must not store (`private="..."`) or must not send without
-/// revalidation (`no-cache="..."`), RFC 9111 5.2.2.4 and 5.2.2.7.
-fn strip_unshareable_fields(headers: &mut HeaderMap, cc: &CacheControl) {
-    for scope in [&cc.private, &cc.no_cache].into_iter().flatten() {
-        if let FieldScope::Fields(names) = scope {
-            for name in names {
-                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    headers.remove(n);
-                }
-            }
-        }
-    }
-}
-
-/// The `Cache-Status` header name (RFC 9211).
-pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-
-/// Builds the response for a stored entry: client preconditions, ranges, HEAD, `Age` and
-/// `Cache-Status`.
-fn serve_stored(
-    parts: &Parts,
-    stored: &CachedResponse,
-    age: u64,
-    status: CacheStatus,
-    result: CacheResult,
-) -> Response<Body> {
-    let pre = if parts.method == Method::GET || parts.method == Method::HEAD {
-        conditional::evaluate(&parts.headers, &stored.headers, stored.status)
-    } else {
-        Precondition::Pass
-    };
-    if pre != Precondition::Pass {
-        let mut resp = precondition_response(pre, &stored.headers, status);
-        resp.headers_mut().insert(AGE, HeaderValue::from(age));
-        resp.extensions_mut().insert(result);
-        return resp;
-    }
-    let mut headers = stored.headers.clone();
-    headers.insert(AGE, HeaderValue::from(age));
-    let len = stored.body.len() as u64;
-    let (code, body) = match (parts.method == Method::GET && stored.status == StatusCode::OK)
-        .then(|| range::answer(&parts.headers, &stored.headers, len))
-    {
-        Some(RangeAnswer::Partial { start, end }) => {
-            headers.insert(
-                CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
-            );
-            (
-                StatusCode::PARTIAL_CONTENT,
-                stored.body.slice(start as usize..=end as usize),
-            )
-        }
-        Some(RangeAnswer::Unsatisfiable) => {
-            headers.insert(
-                CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
-            );
-            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
-        }
-        _ => (stored.status, stored.body.clone()),
-    };
-    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
-        // These carry no body, and RFC 9110 8.6 forbids a Content-Length on a 204.
-        headers.remove(CONTENT_LENGTH);
-    } else {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    headers.append(CACHE_STATUS, status.header_value());
-    let body = if parts.method == Method::HEAD {
-        body::empty()
-    } else {
-        body::full(body)
-    };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = code;
-    *resp.headers_mut() = headers;
-    resp.extensions_mut().insert(result);
-    resp
-}
-
-/// A 304 (with the fields RFC 9110 15.4.5 says it carries) or a 412.
-fn precondition_response(
-    pre: Precondition,
-    stored: &HeaderMap,
-    status: CacheStatus,
-) -> Response<Body> {
-    let mut resp = Response::new(body::empty());
-    if pre == Precondition::Failed {
-        *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
-    } else {
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        for name in [
-            CACHE_CONTROL,
-            CONTENT_LOCATION,
-            DATE,
-            ETAG,
-            EXPIRES,
-            VARY,
-            LAST_MODIFIED,
-        ] {
-            for v in stored.get_all(&name) {
-                resp.headers_mut().append(name.clone(), v.clone());
-            }
-        }
-    }
-    resp.headers_mut()
-        .append(CACHE_STATUS, status.header_value());
-    resp
-}
-
-/// A short plain-text error from the proxy itself.
-fn error_response(
-    code: StatusCode,
-    reason: &str,
-    status: CacheStatus,
-    upstream_time: Option<Duration>,
-) -> Response<Body> {
-    let mut resp = Response::new(body::full(format!("{reason}\n")));
-    *resp.status_mut() = code;
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.append(CACHE_STATUS, status.header_value());
-    resp.extensions_mut().insert(CacheResult::Error);
-    if let Some(t) = upstream_time {
-        resp.extensions_mut().insert(UpstreamTime(t));
-    }
-    resp
-}
-
-/// RFC 9111 5.2.1.7: `only-if-cached` with nothing usable stored is answered 504.
-fn only_if_cached_miss() -> Response<Body> {
-    let mut status = CacheStatus::forward(Fwd::Miss);
-    status.fwd = None;
-    status.detail = Some("only-if-cached".into());
-    error_response(
-        StatusCode::GATEWAY_TIMEOUT,
-        "only-if-cached: no stored response can be used",
-        status,
-        None,
-    )
 }

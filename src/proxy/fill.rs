@@ -1,0 +1,316 @@
+//! Cache fills: one upstream exchange whose response is streamed to the client while it is
+//! buffered for the store, and the refresh of a stale entry by a conditional request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+};
+use http::request::Parts;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::body::{self, Body, BoxError};
+use crate::coalesce::{Leader, Outcome};
+use crate::metrics;
+use crate::policy::cache_control::FieldScope;
+use crate::policy::conditional;
+use crate::policy::headers::strip_hop_by_hop;
+use crate::policy::storable::storable;
+use crate::policy::targeted;
+use crate::policy::{CacheControl, NotStorable};
+use crate::store::{CachedResponse, Key};
+use crate::upstream::{add_via, Upstream, UpstreamError};
+
+use super::{Inner, StoredResponse};
+
+/// A stale response a fetch may fall back on or refresh.
+pub(super) struct Stale {
+    pub(super) entry: StoredResponse,
+    /// `stale-if-error` allows serving it when the upstream fails.
+    pub(super) serve_on_error: bool,
+}
+
+/// What an exchange reports once the upstream's response head is in.
+pub(super) enum Head {
+    Failed(UpstreamError, Duration),
+    /// The upstream failed and the stale entry may be served instead.
+    StaleOnError {
+        entry: StoredResponse,
+        fwd_status: Option<u16>,
+        elapsed: Duration,
+    },
+    /// A 304 refreshed the stored entry.
+    Refreshed {
+        entry: StoredResponse,
+        elapsed: Duration,
+    },
+    /// A full response: its head, whether it will be stored (with its ttl), and the body.
+    Streaming {
+        head: http::response::Parts,
+        verdict: Result<i64, NotStorable>,
+        body: Body,
+        elapsed: Duration,
+    },
+}
+
+/// What a cache fill sends upstream: the client's target and headers less its own conditionals
+/// and range. A fill asks for the whole, current response so that it can be stored; the client's
+/// conditions are then answered locally. The headers are also what storability and Vary are
+/// decided on.
+pub(super) struct FillRequest {
+    uri: http::Uri,
+    version: http::Version,
+    client: Option<SocketAddr>,
+    headers: HeaderMap,
+}
+
+impl FillRequest {
+    pub(super) fn new(parts: &Parts, client: Option<SocketAddr>) -> Self {
+        FillRequest {
+            uri: parts.uri.clone(),
+            version: parts.version,
+            client,
+            headers: fill_request_headers(&parts.headers),
+        }
+    }
+
+    /// The upstream request, with `validators` added when revalidating.
+    fn to_request(
+        &self,
+        upstream: &Upstream,
+        validators: &[(HeaderName, HeaderValue)],
+    ) -> Request<Body> {
+        let mut headers = self.headers.clone();
+        for (name, value) in validators {
+            headers.insert(name.clone(), value.clone());
+        }
+        upstream.prepare(
+            Method::GET,
+            &self.uri,
+            &headers,
+            self.version,
+            self.client,
+            body::empty(),
+        )
+    }
+}
+
+fn fill_request_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut h = headers.clone();
+    for name in [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+    ] {
+        h.remove(name);
+    }
+    h
+}
+
+const CLIENT_CHANNEL_FRAMES: usize = 16;
+
+/// One upstream exchange that may fill the store. Runs in its own task or on a revalidation worker;
+/// reports the response head on `report` (ignored when nobody listens) and keeps reading the body
+/// for the store even after the client is gone.
+pub(super) async fn exchange(
+    inner: Arc<Inner>,
+    fill: FillRequest,
+    key: Key,
+    leader: Option<Leader>,
+    stale: Option<Stale>,
+    report: oneshot::Sender<Head>,
+) {
+    let validators = stale
+        .as_ref()
+        .map(|s| conditional::revalidation_headers(&s.entry.headers))
+        .unwrap_or_default();
+    let mut request_time = SystemTime::now();
+    let started = Instant::now();
+    let mut sent = inner
+        .upstream
+        .send(fill.to_request(&inner.upstream, &validators))
+        .await;
+    if let (Ok(resp), Some(s)) = (&sent, &stale) {
+        let stored = &s.entry;
+        if resp.status() == StatusCode::NOT_MODIFIED
+            && !conditional::not_modified_applies(&stored.headers, resp.headers())
+        {
+            // A 304 for some other representation than the one we hold (RFC 9111 4.3.4):
+            // it cannot refresh ours, so ask again without conditions.
+            request_time = SystemTime::now();
+            sent = inner
+                .upstream
+                .send(fill.to_request(&inner.upstream, &[]))
+                .await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let response_time = SystemTime::now();
+    metrics::record_upstream(elapsed);
+
+    let response = match sent {
+        Err(e) => {
+            let head = match stale {
+                Some(s) if s.serve_on_error => Head::StaleOnError {
+                    entry: s.entry,
+                    fwd_status: None,
+                    elapsed,
+                },
+                _ => Head::Failed(e, elapsed),
+            };
+            let _ = report.send(head);
+            return; // `leader` drops here: followers fetch for themselves.
+        }
+        Ok(r) => r,
+    };
+    let (mut head, mut body) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    add_via(&mut head.headers, head.version);
+
+    if let Some(s) = &stale {
+        let stored = &s.entry;
+        if head.status == StatusCode::NOT_MODIFIED
+            && conditional::not_modified_applies(&stored.headers, &head.headers)
+        {
+            let mut refreshed = CachedResponse::clone(stored);
+            refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
+            if !inner.config.rules.allow_set_cookie {
+                // A cookie set on a 304 is one client's; it must not become part of the entry.
+                refreshed.headers.remove(http::header::SET_COOKIE);
+            }
+            refreshed.request_time = request_time;
+            refreshed.response_time = response_time;
+            let (cc, lifetime) =
+                inner.freshness(refreshed.status, &refreshed.headers, response_time);
+            refreshed.cc = cc;
+            refreshed.lifetime = lifetime;
+            strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
+            let entry = inner.store_response(&key, &fill.headers, refreshed);
+            if let Some(l) = leader {
+                l.finish(Outcome::Shared(Arc::clone(&entry.0)));
+            }
+            let _ = report.send(Head::Refreshed { entry, elapsed });
+            return;
+        }
+        if s.serve_on_error && head.status.is_server_error() {
+            // Keep the stale entry; a 5xx must not replace it.
+            let _ = report.send(Head::StaleOnError {
+                entry: s.entry.clone(),
+                fwd_status: Some(head.status.as_u16()),
+                elapsed,
+            });
+            return;
+        }
+    }
+
+    let mut verdict = storable(
+        &Method::GET,
+        &fill.headers,
+        head.status,
+        &targeted::effective_headers(&head.headers),
+        &inner.config.rules,
+    );
+    let max = inner.config.max_object_size;
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if verdict.is_ok() && declared.is_some_and(|n| n > max) {
+        verdict = Err(NotStorable::TooLarge);
+    }
+    let (cc, lifetime) = inner.freshness(head.status, &head.headers, response_time);
+    let ttl_verdict = verdict.map(|()| lifetime as i64);
+
+    let (client_tx, client_rx) =
+        mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
+    let client_body: Body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(client_rx)));
+    let mut client_head = head.clone();
+    client_head.headers = head.headers.clone();
+    let listening = report
+        .send(Head::Streaming {
+            head: client_head,
+            verdict: ttl_verdict,
+            body: client_body,
+            elapsed,
+        })
+        .is_ok();
+    let mut client = listening.then_some(client_tx);
+
+    let mut buffer = verdict
+        .is_ok()
+        .then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(buf)) = (frame.data_ref(), buffer.as_mut()) {
+                    if buf.len() as u64 + data.len() as u64 > max {
+                        buffer = None;
+                    } else {
+                        buf.extend_from_slice(data);
+                    }
+                }
+                if let Some(tx) = &client {
+                    if tx.send(Ok(frame)).await.is_err() {
+                        client = None; // the client left; keep filling for the store
+                    }
+                }
+                if client.is_none() && buffer.is_none() {
+                    return; // nobody needs the rest
+                }
+            }
+            Some(Err(e)) => {
+                // A truncated body must never become an entry: drop the buffer, fail the client's
+                // stream so it sees the cut too, and let the leader release the followers.
+                if let Some(tx) = &client {
+                    let _ = tx.send(Err(Box::new(e))).await;
+                }
+                return;
+            }
+        }
+    }
+    let Some(buffer) = buffer else { return };
+    let Ok(()) = verdict else { return };
+    let mut headers = head.headers;
+    strip_unshareable_fields(&mut headers, &cc);
+    let response = CachedResponse {
+        status: head.status,
+        headers,
+        body: buffer.freeze(),
+        request_time,
+        response_time,
+        vary_values: Vec::new(),
+        cc,
+        lifetime,
+    };
+    let entry = inner.store_response(&key, &fill.headers, response);
+    if let Some(l) = leader {
+        l.finish(Outcome::Shared(entry.0));
+    }
+}
+
+/// Removes the fields a shared cache must not store (`private="..."`) or must not send without
+/// revalidation (`no-cache="..."`), RFC 9111 5.2.2.4 and 5.2.2.7.
+fn strip_unshareable_fields(headers: &mut HeaderMap, cc: &CacheControl) {
+    for scope in [&cc.private, &cc.no_cache].into_iter().flatten() {
+        if let FieldScope::Fields(names) = scope {
+            for name in names {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(n);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Building responses: from a stored entry (preconditions, ranges, HEAD, `Age`), and the
+//! proxy's own short errors.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
+    CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY,
+};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::policy::conditional::{self, Precondition};
+use crate::policy::range::{self, RangeAnswer};
+use crate::policy::{CacheStatus, Fwd};
+use crate::store::CachedResponse;
+
+use super::{CacheResult, UpstreamTime};
+
+/// The `Cache-Status` header name (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Builds the response for a stored entry: client preconditions, ranges, HEAD, `Age` and
+/// `Cache-Status`.
+pub(super) fn serve_stored(
+    parts: &Parts,
+    stored: &CachedResponse,
+    age: u64,
+    status: CacheStatus,
+    result: CacheResult,
+) -> Response<Body> {
+    let pre = if parts.method == Method::GET || parts.method == Method::HEAD {
+        conditional::evaluate(&parts.headers, &stored.headers, stored.status)
+    } else {
+        Precondition::Pass
+    };
+    if pre != Precondition::Pass {
+        let mut resp = precondition_response(pre, &stored.headers, status);
+        resp.headers_mut().insert(AGE, HeaderValue::from(age));
+        resp.extensions_mut().insert(result);
+        return resp;
+    }
+    let mut headers = stored.headers.clone();
+    headers.insert(AGE, HeaderValue::from(age));
+    let len = stored.body.len() as u64;
+    let (code, body) = match (parts.method == Method::GET && stored.status == StatusCode::OK)
+        .then(|| range::answer(&parts.headers, &stored.headers, len))
+    {
+        Some(RangeAnswer::Partial { start, end }) => {
+            headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
+            );
+            (
+                StatusCode::PARTIAL_CONTENT,
+                stored.body.slice(start as usize..=end as usize),
+            )
+        }
+        Some(RangeAnswer::Unsatisfiable) => {
+            headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+        }
+        _ => (stored.status, stored.body.clone()),
+    };
+    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
+        // These carry no body, and RFC 9110 8.6 forbids a Content-Length on a 204.
+        headers.remove(CONTENT_LENGTH);
+    } else {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    headers.append(CACHE_STATUS, status.header_value());
+    let body = if parts.method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(body)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = code;
+    *resp.headers_mut() = headers;
+    resp.extensions_mut().insert(result);
+    resp
+}
+
+/// A 304 (with the fields RFC 9110 15.4.5 says it carries) or a 412.
+pub(super) fn precondition_response(
+    pre: Precondition,
+    stored: &HeaderMap,
+    status: CacheStatus,
+) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    if pre == Precondition::Failed {
+        *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
+    } else {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [
+            CACHE_CONTROL,
+            CONTENT_LOCATION,
+            DATE,
+            ETAG,
+            EXPIRES,
+            VARY,
+            LAST_MODIFIED,
+        ] {
+            for v in stored.get_all(&name) {
+                resp.headers_mut().append(name.clone(), v.clone());
+            }
+        }
+    }
+    resp.headers_mut()
+        .append(CACHE_STATUS, status.header_value());
+    resp
+}
+
+/// A short plain-text error from the proxy itself.
+pub(super) fn error_response(
+    code: StatusCode,
+    reason: &str,
+    status: CacheStatus,
+    upstream_time: Option<Duration>,
+) -> Response<Body> {
+    let mut resp = Response::new(body::full(format!("{reason}\n")));
+    *resp.status_mut() = code;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.append(CACHE_STATUS, status.header_value());
+    resp.extensions_mut().insert(CacheResult::Error);
+    if let Some(t) = upstream_time {
+        resp.extensions_mut().insert(UpstreamTime(t));
+    }
+    resp
+}
+
+/// RFC 9111 5.2.1.7: `only-if-cached` with nothing usable stored is answered 504.
+pub(super) fn only_if_cached_miss() -> Response<Body> {
+    let mut status = CacheStatus::forward(Fwd::Miss);
+    status.fwd = None;
+    status.detail = Some("only-if-cached".into());
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "only-if-cached: no stored response can be used",
+        status,
+        None,
+    )
+}
