@@ -7,13 +7,18 @@
 //! A request whose handling is abandoned before a response exists (the client went away while
 //! the proxy waited on the upstream) is logged with status 499, as nginx does.
 //!
-//! Lines go straight to the process's stdout, each with a single `write_all` under stdout's lock
-//! so that lines from concurrent requests never interleave. Diagnostics (`tracing`) go to stderr,
-//! so the two streams can be routed apart.
+//! Lines are handed to one writer thread over a bounded channel and written to stdout in batches:
+//! a request never waits on a `write` system call or on stdout's lock, and lines from concurrent
+//! requests never interleave. When stdout stalls and the queue fills, further lines are dropped
+//! and counted (`cachet_access_log_dropped_total`) rather than slowing the proxy. [`flush`] waits
+//! for the queue to drain, for a clean exit. Diagnostics (`tracing`) go to stderr, so the two
+//! streams can be routed apart.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -125,8 +130,79 @@ impl<G> Drop for AccessRecord<G> {
         let Some(format) = self.format else { return };
         let mut line = self.line(format, self.started.elapsed());
         line.push('\n');
-        // A closed stdout must not take the proxy down; the line is lost, nothing else.
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        write_line(line);
+    }
+}
+
+/// Lines the writer may have queued; beyond this a stalled stdout costs dropped lines, never
+/// memory or request latency.
+const QUEUE_LINES: usize = 65_536;
+
+/// Bytes gathered into one `write` when lines arrive faster than they are written.
+const BATCH_BYTES: usize = 64 << 10;
+
+enum Message {
+    Line(String),
+    /// Write everything queued before this, then answer.
+    Flush(mpsc::Sender<()>),
+}
+
+fn sink() -> &'static SyncSender<Message> {
+    static SINK: OnceLock<SyncSender<Message>> = OnceLock::new();
+    SINK.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        // A plain thread, not a tokio task: it blocks on the channel and on stdout by design.
+        let spawned = std::thread::Builder::new()
+            .name("cachet-access-log".into())
+            .spawn(move || writer(rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer; lines are dropped");
+        }
+        tx
+    })
+}
+
+fn write_line(line: String) {
+    match sink().try_send(Message::Line(line)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            metrics::counter!("cachet_access_log_dropped_total").increment(1);
+        }
+    }
+}
+
+fn writer(rx: Receiver<Message>) {
+    let mut batch = String::with_capacity(BATCH_BYTES);
+    let mut acks = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => batch.push_str(&line),
+                Message::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        // A closed stdout must not take the proxy down; the lines are lost, nothing else.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(batch.as_bytes());
+        let _ = out.flush();
+        drop(out);
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Waits (up to `timeout`) until every line logged before this call is written: called before
+/// the process exits so that the last requests' lines are not lost.
+pub fn flush(timeout: Duration) {
+    let (ack, done) = mpsc::channel();
+    if sink().try_send(Message::Flush(ack)).is_ok() {
+        let _ = done.recv_timeout(timeout);
     }
 }
 

@@ -193,6 +193,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     running.wait().await;
+    cachet::access_log::flush(std::time::Duration::from_secs(2));
     tracing::info!("stopped");
     Ok(())
 }
