@@ -78,6 +78,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_ALLOW_SET_COOKIE", help_heading = "Cache")]
     pub allow_set_cookie: bool,
 
+    /// When the upstream fails (no connection, timeout, 5xx), serve a response up to this long
+    /// past its freshness, for responses that give no stale-if-error of their own; never past
+    /// must-revalidate, proxy-revalidate, s-maxage or no-cache. 0s turns it off.
+    #[arg(long, env = "CACHET_STALE_IF_ERROR", default_value = "0s", value_parser = parse_duration_arg, help_heading = "Cache")]
+    pub stale_if_error: Duration,
+
     /// Workers refreshing stale-while-revalidate entries in the background.
     #[arg(
         long,
@@ -364,6 +370,7 @@ impl ServeArgs {
             proxy: ProxyConfig {
                 max_object_size: self.max_object_size,
                 coalesce_timeout: self.coalesce_timeout,
+                stale_if_error: self.stale_if_error,
                 rules: StoreRules {
                     allow_set_cookie: self.allow_set_cookie,
                     heuristics: Heuristics {

@@ -382,3 +382,27 @@ async fn cdn_cache_control_governs_the_proxy() {
     assert!(s.get(invalid).await.is_hit());
     assert_eq!(s.origin_requests(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_stale_if_error_covers_responses_without_one() {
+    let s = stack_with(Backend::Rwlock, Duration::from_millis(5), |c| {
+        c.proxy.stale_if_error = Duration::from_secs(60)
+    })
+    .await;
+    let plain = "/grace?cc=max-age%3D1";
+    let strict = "/strict?cc=max-age%3D1,must-revalidate";
+    let first = s.get(plain).await;
+    s.get(strict).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    s.origin_shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = s.get(plain).await;
+    assert_eq!(r.status, 200, "{}", r.cache_status());
+    assert_eq!(r.body, first.body);
+    assert!(r.cache_status().contains("stale-if-error"));
+    assert_eq!(
+        s.get(strict).await.status,
+        502,
+        "must-revalidate is still honoured"
+    );
+}

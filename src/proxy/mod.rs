@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     pub max_object_size: u64,
     /// How long a coalesced request waits for its leader before fetching for itself.
     pub coalesce_timeout: Duration,
+    /// The `stale-if-error` window given to responses that set none (zero: none).
+    pub stale_if_error: Duration,
     /// What may be stored.
     pub rules: StoreRules,
 }
@@ -62,6 +64,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             max_object_size: 8 << 20,
             coalesce_timeout: Duration::from_secs(10),
+            stale_if_error: Duration::ZERO,
             rules: StoreRules::default(),
         }
     }
@@ -610,7 +613,10 @@ impl Inner {
         response_time: SystemTime,
     ) -> (CacheControl, u64) {
         let effective = targeted::effective_headers(headers);
-        let cc = CacheControl::from_headers(&effective);
+        let mut cc = CacheControl::from_headers(&effective);
+        if cc.stale_if_error.is_none() && !self.config.stale_if_error.is_zero() {
+            cc.stale_if_error = Some(self.config.stale_if_error.as_secs());
+        }
         let lifetime = freshness_lifetime(
             status,
             &effective,
