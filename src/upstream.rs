@@ -95,6 +95,11 @@ impl Upstream {
         }
     }
 
+    /// How long the upstream may take to answer, and to send each part of a body.
+    pub fn response_timeout(&self) -> Duration {
+        self.config.response_timeout
+    }
+
     /// The upstream's `host:port`.
     pub fn authority(&self) -> &Authority {
         &self.authority

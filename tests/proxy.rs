@@ -318,3 +318,23 @@ async fn leader_disconnect_does_not_cancel_the_fetch() {
     assert_eq!(s.origin_requests(), 1, "the fetch went on for the follower");
     assert!(s.get(path).await.is_hit(), "and it was stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_upstream_body_fails_and_is_not_stored() {
+    let s = stack_with(Backend::Moka, Duration::from_millis(5), |c| {
+        c.upstream.response_timeout = Duration::from_millis(500)
+    })
+    .await;
+    // The second quarter of the body comes 3 s after the first: longer than the timeout.
+    let started = Instant::now();
+    let got = match s.client.get(s.url("/stall?drip=3s&size=4000")).send().await {
+        Ok(r) => r.bytes().await.map(|b| b.len()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    assert!(got < 4000, "a stalled body must not look complete");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "gave up at the timeout"
+    );
+    assert_eq!(s.proxy.store().entry_count(), 0);
+}

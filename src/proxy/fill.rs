@@ -251,8 +251,16 @@ pub(super) async fn exchange(
     let mut buffer = verdict
         .is_ok()
         .then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
+    // Every wait in the loop is bounded: an upstream that stalls mid-body is a failed fetch, and
+    // a client that stops reading is dropped while the fill goes on for the store.
+    let idle = inner.upstream.response_timeout();
     loop {
-        match body.frame().await {
+        let next: Option<Result<Frame<Bytes>, BoxError>> =
+            match tokio::time::timeout(idle, body.frame()).await {
+                Ok(frame) => frame.map(|r| r.map_err(BoxError::from)),
+                Err(_) => Some(Err(format!("upstream body stalled for {idle:?}").into())),
+            };
+        match next {
             None => break,
             Some(Ok(frame)) => {
                 if let (Some(data), Some(buf)) = (frame.data_ref(), buffer.as_mut()) {
@@ -263,8 +271,11 @@ pub(super) async fn exchange(
                     }
                 }
                 if let Some(tx) = &client {
-                    if tx.send(Ok(frame)).await.is_err() {
-                        client = None; // the client left; keep filling for the store
+                    if !matches!(
+                        tokio::time::timeout(idle, tx.send(Ok(frame))).await,
+                        Ok(Ok(()))
+                    ) {
+                        client = None; // the client left or stalled; keep filling for the store
                     }
                 }
                 if client.is_none() && buffer.is_none() {
@@ -275,7 +286,7 @@ pub(super) async fn exchange(
                 // A truncated body must never become an entry: drop the buffer, fail the client's
                 // stream so it sees the cut too, and let the leader release the followers.
                 if let Some(tx) = &client {
-                    let _ = tx.send(Err(Box::new(e))).await;
+                    let _ = tokio::time::timeout(idle, tx.send(Err(e))).await;
                 }
                 return;
             }
