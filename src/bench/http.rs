@@ -92,7 +92,11 @@ pub fn classify(cache_status: Option<&str>) -> Served {
         return Served::Unknown;
     };
     let params: Vec<&str> = member.split(';').skip(1).map(str::trim).collect();
-    let has = |p: &str| params.iter().any(|q| *q == p || q.starts_with(&format!("{p}=")));
+    let has = |p: &str| {
+        params
+            .iter()
+            .any(|q| *q == p || q.starts_with(&format!("{p}=")))
+    };
     if has("hit") {
         Served::Hit
     } else if has("fwd") && has("collapsed") {
@@ -191,10 +195,11 @@ pub fn object_uris(base: &str, trace: &Trace) -> Result<Vec<Uri>, HttpBenchError
         .enumerate()
         .map(|(o, &size)| {
             let url = format!("{base}{}", object_path(o as u32, size, width));
-            url.parse().map_err(|e: http::uri::InvalidUri| HttpBenchError::Url {
-                url,
-                reason: e.to_string(),
-            })
+            url.parse()
+                .map_err(|e: http::uri::InvalidUri| HttpBenchError::Url {
+                    url,
+                    reason: e.to_string(),
+                })
         })
         .collect()
 }
@@ -371,7 +376,13 @@ pub async fn start_proxy(
 pub async fn probe_header_bytes(latency: Duration, size: u64) -> Result<u64, HttpBenchError> {
     let fail = |m: String| HttpBenchError::Probe(m);
     let origin = start_origin(latency).await?;
-    let proxy = start_proxy(origin.origin.addr, Backend::Rwlock, MokaPolicy::Lru, 1 << 30).await?;
+    let proxy = start_proxy(
+        origin.origin.addr,
+        Backend::Rwlock,
+        MokaPolicy::Lru,
+        1 << 30,
+    )
+    .await?;
     let path = format!("/obj/probe?size={size}");
     let uri: Uri = format!("http://{}{path}", proxy.addr)
         .parse()
@@ -392,14 +403,18 @@ pub async fn probe_header_bytes(latency: Duration, size: u64) -> Result<u64, Htt
         }
         let second = one_request(&client, uri).await.map_err(fail)?;
         if second.0 != Served::Hit {
-            return Err(fail(format!("second probe answer was {second:?}, not a hit")));
+            return Err(fail(format!(
+                "second probe answer was {second:?}, not a hit"
+            )));
         }
         let key = format!("http://{}{path}", proxy.addr);
         let charged = proxy.store().weighted_size();
         let known = ENTRY_OVERHEAD + key.len() as u64 + size + digits(size);
-        charged
-            .checked_sub(known)
-            .ok_or_else(|| fail(format!("the store charged {charged} bytes, less than {known}")))
+        charged.checked_sub(known).ok_or_else(|| {
+            fail(format!(
+                "the store charged {charged} bytes, less than {known}"
+            ))
+        })
     }
     .await;
     drop(client);

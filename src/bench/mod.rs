@@ -24,9 +24,9 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ::http::Uri;
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ::http::Uri;
 
 use crate::store::MokaPolicy;
 use crate::units::parse_duration;

@@ -50,7 +50,10 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         };
         // On http rows, the hit ratio that counts coalesced responses is the one comparable with
         // the references (a request that made no upstream request of its own).
-        let y = r.http.as_ref().map_or(r.hit_ratio, |h| h.hit_ratio_with_coalesced);
+        let y = r
+            .http
+            .as_ref()
+            .map_or(r.hit_ratio, |h| h.hit_ratio_with_coalesced);
         series
             .entry(name)
             .or_default()
@@ -65,7 +68,12 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         .map(|p| p.0)
         .fold(1.0f64, f64::max)
         * 1.05;
-    let y_max = (series.values().flatten().map(|p| p.1).fold(0.0f64, f64::max) * 1.1)
+    let y_max = (series
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        * 1.1)
         .clamp(10.0, 100.0);
 
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();

@@ -128,7 +128,9 @@ pub fn belady(requests: &[u32], charges: &[u64], sizes: &[u64], capacity: u64) -
         // Farthest next use first; among objects never used again, the highest number first
         // (an arbitrary but fixed tie-break: which of them goes cannot change the hit count).
         while used > capacity {
-            let (_, victim) = order.pop_last().expect("over capacity means something is stored");
+            let (_, victim) = order
+                .pop_last()
+                .expect("over capacity means something is stored");
             key[victim as usize] = None;
             used -= charges[victim as usize];
         }
@@ -240,7 +242,12 @@ mod tests {
             let cap = rng.random_range(1..=n as u64);
             let l = lru(&r, &unit(n), &unit(n), cap);
             let o = belady(&r, &unit(n), &unit(n), cap);
-            assert!(o.hits >= l.hits, "round {round}: opt {} < lru {}", o.hits, l.hits);
+            assert!(
+                o.hits >= l.hits,
+                "round {round}: opt {} < lru {}",
+                o.hits,
+                l.hits
+            );
             // And with room for everything both hit on every repeat.
             let all = belady(&r, &unit(n), &unit(n), n as u64);
             let distinct = r.iter().collect::<std::collections::HashSet<_>>().len() as u64;

@@ -226,7 +226,13 @@ fn http_row(
 
 /// Notes for whatever a reader of an http row must know: errors, unclassified answers, a run cut
 /// by the time limit, and an origin count that does not match the misses.
-fn http_notes(name: &str, cap: Capacity, drive: &http::Drive, planned: usize, upstream: Option<u64>) -> Vec<String> {
+fn http_notes(
+    name: &str,
+    cap: Capacity,
+    drive: &http::Drive,
+    planned: usize,
+    upstream: Option<u64>,
+) -> Vec<String> {
     let c = &drive.counts;
     let mut notes = Vec::new();
     if drive.sent < planned {
@@ -236,10 +242,16 @@ fn http_notes(name: &str, cap: Capacity, drive: &http::Drive, planned: usize, up
         ));
     }
     if c.errors > 0 {
-        notes.push(format!("{name} at {cap}: {} requests failed or got a non-2xx answer", c.errors));
+        notes.push(format!(
+            "{name} at {cap}: {} requests failed or got a non-2xx answer",
+            c.errors
+        ));
     }
     if c.unknown > 0 {
-        notes.push(format!("{name} at {cap}: {} answers carried no Cache-Status of cachet", c.unknown));
+        notes.push(format!(
+            "{name} at {cap}: {} answers carried no Cache-Status of cachet",
+            c.unknown
+        ));
     }
     if let Some(u) = upstream {
         if u != c.misses {
@@ -319,13 +331,9 @@ pub async fn run_http(
         let mut shortest = planned;
         for &backend in &options.sim.backends {
             let origin = http::start_origin(options.origin_latency).await?;
-            let proxy = http::start_proxy(
-                origin.origin.addr,
-                backend,
-                options.sim.moka_policy,
-                bytes,
-            )
-            .await?;
+            let proxy =
+                http::start_proxy(origin.origin.addr, backend, options.sim.moka_policy, bytes)
+                    .await?;
             let base = format!("http://{}", proxy.addr);
             let uris = Arc::new(http::object_uris(&base, &trace)?);
             progress.set_message(format!("http {backend} @ {cap}"));
@@ -385,7 +393,13 @@ mod tests {
 
     #[test]
     fn sim_report_has_a_row_per_backend_and_reference_per_capacity() {
-        let input = Input::generate(Workload::Zipf { alpha: 1.0 }, 500, 5000, SizeSpec::Fixed(100), 1);
+        let input = Input::generate(
+            Workload::Zipf { alpha: 1.0 },
+            500,
+            5000,
+            SizeSpec::Fixed(100),
+            1,
+        );
         let options = SimOptions {
             capacities: vec![Capacity::Percent(10.0), Capacity::Percent(50.0)],
             backends: Backend::ALL.to_vec(),
@@ -393,7 +407,10 @@ mod tests {
         };
         let report = run_sim(&input, &options, &ProgressBar::hidden());
         assert_eq!(report.results.len(), 2 * 5);
-        let names: Vec<&str> = report.results[..5].iter().map(|r| r.backend.as_str()).collect();
+        let names: Vec<&str> = report.results[..5]
+            .iter()
+            .map(|r| r.backend.as_str())
+            .collect();
         assert_eq!(names, ["rwlock", "sharded", "moka", "lru", "opt"]);
         for r in &report.results {
             assert_eq!(r.requests, 5000);

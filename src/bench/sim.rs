@@ -157,8 +157,7 @@ mod tests {
         };
         let objects = Objects::new(&trace, |o, s| format!("k{o}-{s}"), |s| s / 100);
         for o in 0..2 {
-            let entry =
-                Entry::synthetic((trace.sizes[o] + objects.header_bytes[o]) as usize);
+            let entry = Entry::synthetic((trace.sizes[o] + objects.header_bytes[o]) as usize);
             assert_eq!(entry.charge(&objects.keys[o]), objects.charges[o]);
         }
         assert_eq!(objects.working_set(), objects.charges.iter().sum::<u64>());
@@ -166,7 +165,13 @@ mod tests {
 
     #[test]
     fn every_backend_stays_under_capacity_and_under_opt() {
-        let trace = generate(Workload::Zipf { alpha: 0.9 }, 2000, 20_000, SizeSpec::Fixed(512), 3);
+        let trace = generate(
+            Workload::Zipf { alpha: 0.9 },
+            2000,
+            20_000,
+            SizeSpec::Fixed(512),
+            3,
+        );
         let objects = plain_objects(&trace);
         let capacity = objects.working_set() / 10;
         let opt = reference::belady(&trace.requests, &objects.charges, &trace.sizes, capacity);
@@ -175,8 +180,17 @@ mod tests {
             let c = replay(&*store, &trace, &objects, &ProgressBar::hidden());
             assert_eq!(c.requests, 20_000);
             assert!(c.hits > 0, "{backend}");
-            assert!(c.stored_bytes <= capacity, "{backend}: {} > {capacity}", c.stored_bytes);
-            assert!(c.hits <= opt.hits, "{backend}: {} > opt {}", c.hits, opt.hits);
+            assert!(
+                c.stored_bytes <= capacity,
+                "{backend}: {} > {capacity}",
+                c.stored_bytes
+            );
+            assert!(
+                c.hits <= opt.hits,
+                "{backend}: {} > opt {}",
+                c.hits,
+                opt.hits
+            );
         }
     }
 

@@ -131,7 +131,7 @@ impl FromStr for SizeSpec {
             let (mean, sigma) = args.split_once(',').ok_or_else(err)?;
             let mean = parse_size(mean).map_err(|_| err())?;
             let sigma: f64 = sigma.trim().parse().map_err(|_| err())?;
-            if mean == 0 || !sigma.is_finite() || sigma < 0.0 || sigma > 4.0 {
+            if mean == 0 || !(0.0..=4.0).contains(&sigma) {
                 return Err(err());
             }
             return Ok(SizeSpec::LogNormal { mean, sigma });
@@ -360,10 +360,7 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(
-            "4KiB".parse::<SizeSpec>().unwrap(),
-            SizeSpec::Fixed(4096)
-        );
+        assert_eq!("4KiB".parse::<SizeSpec>().unwrap(), SizeSpec::Fixed(4096));
         assert_eq!(
             "lognormal:16KiB,1.5".parse::<SizeSpec>().unwrap(),
             SizeSpec::LogNormal {
@@ -371,7 +368,13 @@ mod tests {
                 sigma: 1.5
             }
         );
-        for bad in ["0", "big", "lognormal:16KiB", "lognormal:0,1", "lognormal:1KiB,-1"] {
+        for bad in [
+            "0",
+            "big",
+            "lognormal:16KiB",
+            "lognormal:0,1",
+            "lognormal:1KiB,-1",
+        ] {
             assert_eq!(
                 bad.parse::<SizeSpec>().unwrap_err(),
                 SpecError::Size(bad.into())

@@ -259,7 +259,9 @@ fn read_text(
             },
         };
         let next = builder.trace.sizes.len() as u32;
-        builder.push(key.to_string(), || size.unwrap_or_else(|| default_size(next)));
+        builder.push(key.to_string(), || {
+            size.unwrap_or_else(|| default_size(next))
+        });
     }
     Ok(builder.finish())
 }
@@ -338,7 +340,14 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let err = read_trace(&path, TraceFormat::Auto, None, &|_| 1).unwrap_err();
         assert!(
-            matches!(err, TraceError::Truncated { records: 2, extra: 5, .. }),
+            matches!(
+                err,
+                TraceError::Truncated {
+                    records: 2,
+                    extra: 5,
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -368,7 +377,10 @@ mod tests {
         std::fs::write(&path, "/a,1\n/b,lots\n").unwrap();
         let err = read_trace(&path, TraceFormat::Csv, None, &|_| 1).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("line 2") && text.contains("\"lots\""), "{text}");
+        assert!(
+            text.contains("line 2") && text.contains("\"lots\""),
+            "{text}"
+        );
     }
 
     #[test]

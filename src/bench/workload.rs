@@ -156,9 +156,9 @@ mod tests {
         let h = harmonic(n, alpha);
         // The top ranks carry enough draws for a 5% relative tolerance (rank 20 expects about
         // 2,700 draws, so 5% is over 2.5 standard deviations).
-        for r in 0..20 {
+        for (r, &count) in counts.iter().enumerate().take(20) {
             let expected = draws as f64 * ((r + 1) as f64).powf(-alpha) / h;
-            let got = counts[r] as f64;
+            let got = count as f64;
             assert!(
                 (got - expected).abs() / expected < 0.05,
                 "rank {r}: {got} draws, expected {expected:.0}"
@@ -223,7 +223,13 @@ mod tests {
 
     #[test]
     fn scan_passes_over_cold_keys_once_per_period() {
-        let t = generate(Workload::Scan { alpha: 1.0 }, 1000, 10_000, SizeSpec::Fixed(1), 1);
+        let t = generate(
+            Workload::Scan { alpha: 1.0 },
+            1000,
+            10_000,
+            SizeSpec::Fixed(1),
+            1,
+        );
         // Each period is 1000 requests; the last 200 of each are a scan of 200 distinct keys.
         for period in 0..SCAN_PERIODS {
             let scan = &t.requests[period * 1000 + 800..(period + 1) * 1000];
@@ -236,7 +242,13 @@ mod tests {
 
     #[test]
     fn shift_moves_the_hot_keys() {
-        let t = generate(Workload::Shift { alpha: 1.2 }, 1000, 20_000, SizeSpec::Fixed(1), 5);
+        let t = generate(
+            Workload::Shift { alpha: 1.2 },
+            1000,
+            20_000,
+            SizeSpec::Fixed(1),
+            5,
+        );
         let top = |reqs: &[u32]| {
             let mut counts = std::collections::HashMap::<u32, usize>::new();
             for &r in reqs {
