@@ -62,7 +62,8 @@ pub enum BenchMode {
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
     /// The request stream: zipf:ALPHA (0.6 flat to 1.2 skewed), uniform, scan[:ALPHA] (Zipf with
-    /// periodic one-pass scans of cold keys) or shift[:ALPHA] (popular keys change halfway).
+    /// periodic one-pass scans of cold keys), shift[:ALPHA] (popular keys change halfway) or
+    /// drift[:ALPHA] (the hot set slides steadily onto new keys).
     #[arg(long, default_value = "zipf:1.0")]
     pub workload: Workload,
     /// Distinct keys the workload draws from.

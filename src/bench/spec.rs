@@ -12,7 +12,7 @@ use crate::units::{format_size, parse_size};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
     /// `--workload` is not one of the known shapes.
-    #[error("invalid workload {0:?}: expected zipf:ALPHA (e.g. zipf:1.0), uniform, scan[:ALPHA] or shift[:ALPHA]")]
+    #[error("invalid workload {0:?}: expected zipf:ALPHA (e.g. zipf:1.0), uniform, scan[:ALPHA], shift[:ALPHA] or drift[:ALPHA]")]
     Workload(String),
     /// A Zipf exponent that is not a positive finite number.
     #[error("invalid Zipf exponent {0:?} in --workload: expected a number above 0 and at most 5, e.g. 0.6 to 1.2")]
@@ -54,6 +54,13 @@ pub enum Workload {
         /// The exponent of the Zipf part.
         alpha: f64,
     },
+    /// Zipf traffic whose hot set slides steadily onto new keys: the newest keys are the most
+    /// popular and each key cools as it ages (news, feeds). Recency matters most here, which is
+    /// where frequency-based admission loses to LRU.
+    Drift {
+        /// The exponent of the Zipf part.
+        alpha: f64,
+    },
 }
 
 /// The exponent used when `scan` or `shift` is given without one.
@@ -86,6 +93,7 @@ impl FromStr for Workload {
             "uniform" if arg.is_none() => Ok(Workload::Uniform),
             "scan" => Ok(Workload::Scan { alpha: alpha()? }),
             "shift" => Ok(Workload::Shift { alpha: alpha()? }),
+            "drift" => Ok(Workload::Drift { alpha: alpha()? }),
             _ => Err(SpecError::Workload(s.to_string())),
         }
     }
@@ -98,6 +106,7 @@ impl fmt::Display for Workload {
             Workload::Uniform => f.write_str("uniform"),
             Workload::Scan { alpha } => write!(f, "scan:{alpha}"),
             Workload::Shift { alpha } => write!(f, "shift:{alpha}"),
+            Workload::Drift { alpha } => write!(f, "drift:{alpha}"),
         }
     }
 }
@@ -352,7 +361,11 @@ mod tests {
             SpecError::Workload("pareto".into())
         );
         // Display round-trips, so reports can be fed back as flags.
-        for w in ["zipf:0.8", "uniform", "scan:1", "shift:1.1"] {
+        assert_eq!(
+            "drift".parse::<Workload>().unwrap(),
+            Workload::Drift { alpha: 1.0 }
+        );
+        for w in ["zipf:0.8", "uniform", "scan:1", "shift:1.1", "drift:0.9"] {
             let parsed: Workload = w.parse().unwrap();
             assert_eq!(parsed.to_string().parse::<Workload>().unwrap(), parsed);
         }

@@ -77,6 +77,10 @@ pub const SCAN_PERIODS: usize = 10;
 ///   the rest Zipf traffic. A scan-resistant policy keeps its hot set through the scans.
 /// - `shift`: for the second half of the trace, rank `r` maps to the key that had rank
 ///   `r + keys/2`: the popular keys become ones that were cold.
+/// - `drift`: rank `r` at request `i` is key `i / step + r`, with `step` chosen so that the hot
+///   window slides over `2 * keys` new keys across the trace: a new key enters at the top every
+///   `step` requests and every other key moves one rank colder. The trace touches about
+///   `3 * keys` keys in all.
 pub fn generate(
     workload: Workload,
     keys: u64,
@@ -113,6 +117,15 @@ pub fn generate(
                     (rank + keys / 2) % keys
                 };
                 push(permutation[rank as usize]);
+            }
+        }
+        Workload::Drift { alpha } => {
+            let zipf = ZipfRanks::new(keys, alpha);
+            let step = (requests as u64 / (2 * keys)).max(1);
+            for i in 0..requests {
+                // Newest key at rank 0: keys are numbered in the order they enter.
+                let newest = i as u64 / step + keys;
+                push(newest - zipf.sample(&mut rng));
             }
         }
         Workload::Scan { alpha } => {
@@ -193,6 +206,7 @@ mod tests {
             Workload::Uniform,
             Workload::Scan { alpha: 1.0 },
             Workload::Shift { alpha: 1.0 },
+            Workload::Drift { alpha: 1.0 },
         ] {
             let size = SizeSpec::LogNormal {
                 mean: 8192,
@@ -204,7 +218,7 @@ mod tests {
             assert_eq!(a, b, "{w}");
             assert_ne!(a.requests, c.requests, "{w}");
             assert_eq!(a.requests.len(), 5000);
-            assert!(a.objects() <= 500);
+            assert!(a.objects() <= 3 * 500 + 1, "{w}: {}", a.objects());
         }
     }
 
@@ -238,6 +252,30 @@ mod tests {
             distinct.dedup();
             assert_eq!(distinct.len(), 200, "period {period}");
         }
+    }
+
+    #[test]
+    fn drift_slides_the_hot_set_onto_new_keys() {
+        let keys = 1000;
+        let t = generate(
+            Workload::Drift { alpha: 1.0 },
+            keys,
+            20_000,
+            SizeSpec::Fixed(1),
+            5,
+        );
+        // step = 20_000 / 2000 = 10: the hot window moves 2 * keys over the trace.
+        assert!(t.objects() as u64 > 2 * keys && (t.objects() as u64) <= 3 * keys + 1);
+        // The hottest key of each tenth is a different one, and never seen in the first tenth.
+        let tenth = |n: usize| &t.requests[n * 2000..(n + 1) * 2000];
+        let top = |reqs: &[u32]| {
+            let mut counts = std::collections::HashMap::<u32, usize>::new();
+            for &r in reqs {
+                *counts.entry(r).or_default() += 1;
+            }
+            counts.into_iter().max_by_key(|&(k, c)| (c, k)).unwrap().0
+        };
+        assert!(!tenth(0).contains(&top(tenth(9))));
     }
 
     #[test]
