@@ -32,12 +32,12 @@ use super::trace::Trace;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpBenchError {
     /// A loopback listener could not be bound.
-    #[error("binding a loopback port for the {what}: {source}")]
+    #[error("binding a loopback port for the {what}: {error}")]
     Bind {
         /// Origin or proxy.
         what: &'static str,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also reported as a cause).
+        error: std::io::Error,
     },
     /// The probe that measures what the proxy charges per response failed.
     #[error("probing the proxy's per-response charge: {0}")]
@@ -320,12 +320,13 @@ impl Drop for LocalOrigin {
 
 /// Starts the origin on `127.0.0.1:0`.
 pub async fn start_origin(latency: Duration) -> Result<LocalOrigin, HttpBenchError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|source| HttpBenchError::Bind {
-            what: "origin",
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|error| HttpBenchError::Bind {
+                what: "origin",
+                error,
+            })?;
     let token = CancellationToken::new();
     let config = OriginConfig {
         latency,
@@ -335,9 +336,9 @@ pub async fn start_origin(latency: Duration) -> Result<LocalOrigin, HttpBenchErr
     };
     let origin = origin::serve(listener, config, token.clone())
         .await
-        .map_err(|source| HttpBenchError::Bind {
+        .map_err(|error| HttpBenchError::Bind {
             what: "origin",
-            source,
+            error,
         })?;
     Ok(LocalOrigin { origin, token })
 }
@@ -363,9 +364,9 @@ pub async fn start_proxy(
     config.shutdown_timeout = Duration::from_secs(5);
     crate::server::start(config)
         .await
-        .map_err(|source| HttpBenchError::Bind {
+        .map_err(|error| HttpBenchError::Bind {
             what: "proxy",
-            source,
+            error,
         })
 }
 

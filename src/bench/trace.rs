@@ -87,12 +87,12 @@ impl<K: std::hash::Hash + Eq> TraceBuilder<K> {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// The file could not be opened or read.
-    #[error("reading trace {path}: {source}")]
+    #[error("reading trace {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also reported as a cause).
+        error: std::io::Error,
     },
     /// A line of a text trace is malformed.
     #[error("trace {path}, line {line}: {reason}")]
@@ -133,9 +133,9 @@ pub fn read_trace(
     limit: Option<usize>,
     default_size: &dyn Fn(u32) -> u64,
 ) -> Result<Trace, TraceError> {
-    let io = |source| TraceError::Io {
+    let io = |error| TraceError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = File::open(path).map_err(io)?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -191,10 +191,10 @@ fn read_oracle(
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
+                Err(error) => {
                     return Err(TraceError::Io {
                         path: path.to_path_buf(),
-                        source,
+                        error,
                     })
                 }
             }
@@ -232,9 +232,9 @@ fn read_text(
         if limit.is_some_and(|l| builder.len() >= l) {
             break;
         }
-        let line = line.map_err(|source| TraceError::Io {
+        let line = line.map_err(|error| TraceError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
