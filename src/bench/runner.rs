@@ -85,7 +85,7 @@ pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(
-            "{msg:>28} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+            "{msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} (eta {eta})",
         )
         .expect("static template"),
     );
