@@ -139,7 +139,12 @@ impl Report {
             };
             let mut line = vec![
                 name,
-                format!("{} ({})", r.capacity, format_size(r.capacity_bytes)),
+                // A --target proxy's capacity is not known: its row has 0 bytes.
+                if r.capacity_bytes == 0 {
+                    r.capacity.clone()
+                } else {
+                    format!("{} ({})", r.capacity, format_size(r.capacity_bytes))
+                },
                 pct(r.hit_ratio),
                 pct(r.byte_hit_ratio),
             ];

@@ -228,7 +228,7 @@ fn http_row(
 /// by the time limit, and an origin count that does not match the misses.
 fn http_notes(
     name: &str,
-    cap: Capacity,
+    cap: &str,
     drive: &http::Drive,
     planned: usize,
     upstream: Option<u64>,
@@ -288,12 +288,20 @@ pub async fn run_http(
         let uris = Arc::new(http::object_uris(&base, &trace)?);
         let drive = http::drive(Arc::clone(&trace), uris, options.drive, progress).await;
         let cap = Capacity::Bytes(0);
-        notes.extend(http_notes("target", cap, &drive, planned, None));
+        notes.extend(http_notes(
+            "target",
+            "unknown capacity",
+            &drive,
+            planned,
+            None,
+        ));
         notes.push(format!(
             "driving {base}: its backend and capacity are unknown here, and its origin's count cannot be read; no sim or reference rows"
         ));
         let fields = http_fields(&drive, None, None);
-        results.push(http_row("target", None, cap, 0, &drive, None, fields));
+        let mut row = http_row("target", None, cap, 0, &drive, None, fields);
+        row.capacity = "unknown".into();
+        results.push(row);
         let objects = Objects::new(&trace, |o, s| object_path(o, s, width), |_| 0);
         return Ok(Report {
             mode: "http",
@@ -351,7 +359,13 @@ pub async fn run_http(
 
             shortest = shortest.min(drive.sent);
             let name = backend.as_str();
-            notes.extend(http_notes(name, cap, &drive, planned, Some(upstream)));
+            notes.extend(http_notes(
+                name,
+                &cap.to_string(),
+                &drive,
+                planned,
+                Some(upstream),
+            ));
             let fields = http_fields(&drive, Some(upstream), Some(simulated.hit_ratio()));
             results.push(http_row(
                 name,
