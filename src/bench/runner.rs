@@ -1,0 +1,437 @@
+//! Runs a benchmark from typed options: builds the trace, runs each backend at each capacity
+//! (through the store directly, or through a proxy over HTTP), runs the references beside them,
+//! and assembles the [`Report`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::Uri;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::store::{Backend, MokaPolicy, ENTRY_OVERHEAD};
+
+use super::http::{self, digits, id_width, object_path, DriveOptions, HttpBenchError};
+use super::reference::{self, OPT_DESCRIPTION};
+use super::report::{HttpFields, Report, Row};
+use super::sim::{self, ratio, Counts, Objects};
+use super::spec::{Capacity, SizeSpec, TraceFormat, Workload};
+use super::trace::{self, Trace, TraceError};
+use super::workload;
+
+/// A trace ready to run, with what to call it in reports.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The requests.
+    pub trace: Trace,
+    /// The workload name or the trace file.
+    pub workload: String,
+    /// The size model.
+    pub size: String,
+    /// The generator's seed.
+    pub seed: u64,
+}
+
+impl Input {
+    /// A synthetic workload.
+    pub fn generate(
+        workload: Workload,
+        keys: u64,
+        requests: usize,
+        size: SizeSpec,
+        seed: u64,
+    ) -> Input {
+        Input {
+            trace: workload::generate(workload, keys, requests, size, seed),
+            workload: workload.to_string(),
+            size: size.to_string(),
+            seed,
+        }
+    }
+
+    /// A trace file; objects whose lines carry no size get one from `size`.
+    pub fn read(
+        path: &Path,
+        format: TraceFormat,
+        limit: Option<usize>,
+        size: SizeSpec,
+        seed: u64,
+    ) -> Result<Input, TraceError> {
+        let trace = trace::read_trace(path, format, limit, &|o| {
+            workload::object_size(size, seed, u64::from(o))
+        })?;
+        Ok(Input {
+            trace,
+            workload: format!("trace:{}", path.display()),
+            size: format!("from trace, else {size}"),
+            seed,
+        })
+    }
+}
+
+/// What `bench sim` runs.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Cache sizes, each run in turn.
+    pub capacities: Vec<Capacity>,
+    /// Backends, each run at each capacity.
+    pub backends: Vec<Backend>,
+    /// moka's policy.
+    pub moka_policy: MokaPolicy,
+}
+
+/// A progress bar on stderr (indicatif draws nothing when stderr is not a terminal).
+pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} (eta {eta})",
+        )
+        .expect("static template"),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+fn row(backend: &str, moka: Option<MokaPolicy>, cap: Capacity, bytes: u64, c: &Counts) -> Row {
+    Row {
+        backend: backend.to_string(),
+        moka_policy: moka.map(|p| p.to_string()),
+        capacity: cap.to_string(),
+        capacity_bytes: bytes,
+        requests: c.requests,
+        hits: c.hits,
+        hit_ratio: c.hit_ratio(),
+        byte_hit_ratio: c.byte_hit_ratio(),
+        stored_bytes: Some(c.stored_bytes),
+        http: None,
+    }
+}
+
+fn reference_rows(trace: &Trace, objects: &Objects, cap: Capacity, bytes: u64) -> [Row; 2] {
+    let lru = reference::lru(&trace.requests, &objects.charges, &trace.sizes, bytes);
+    let opt = reference::belady(&trace.requests, &objects.charges, &trace.sizes, bytes);
+    [
+        row("lru", None, cap, bytes, &lru),
+        row("opt", None, cap, bytes, &opt),
+    ]
+}
+
+fn moka_of(backend: Backend, policy: MokaPolicy) -> Option<MokaPolicy> {
+    (backend == Backend::Moka).then_some(policy)
+}
+
+/// `bench sim`: every backend at every capacity, then LRU and OPT, on `input`'s trace.
+///
+/// Objects are keyed `/obj/<n>` (zero-padded) and charged as the store charges a synthetic
+/// entry: `ENTRY_OVERHEAD + key + body`, no headers.
+pub fn run_sim(input: &Input, options: &SimOptions, progress: &ProgressBar) -> Report {
+    let trace = &input.trace;
+    let width = id_width(trace.objects());
+    let objects = Objects::new(trace, |o, _| format!("/obj/{o:0width$}"), |_| 0);
+    let working_set = objects.working_set();
+    let mut results = Vec::new();
+    for &cap in &options.capacities {
+        let bytes = cap.resolve(working_set);
+        for &backend in &options.backends {
+            let store = sim::build_store(backend, bytes, options.moka_policy);
+            let counts = sim::replay(&*store, trace, &objects, progress);
+            results.push(row(
+                backend.as_str(),
+                moka_of(backend, options.moka_policy),
+                cap,
+                bytes,
+                &counts,
+            ));
+        }
+        results.extend(reference_rows(trace, &objects, cap, bytes));
+    }
+    Report {
+        mode: "sim",
+        workload: input.workload.clone(),
+        size: input.size.clone(),
+        seed: input.seed,
+        requests: trace.requests.len() as u64,
+        objects: trace.objects() as u64,
+        working_set_bytes: working_set,
+        charge_model: format!(
+            "each object charged {ENTRY_OVERHEAD} + key (/obj/<n>, {} bytes) + body bytes, as the stores charge an entry without headers",
+            5 + width
+        ),
+        opt: OPT_DESCRIPTION,
+        results,
+        notes: Vec::new(),
+    }
+}
+
+/// What `bench http` runs, beyond the backends and capacities.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Backends, capacities and moka's policy.
+    pub sim: SimOptions,
+    /// Concurrency and limits.
+    pub drive: DriveOptions,
+    /// The origin's delay before each response.
+    pub origin_latency: Duration,
+    /// Drive this running proxy instead of starting origin and proxies.
+    pub target: Option<Uri>,
+}
+
+fn percentile_ms(drive: &http::Drive, q: f64) -> f64 {
+    drive.latency_us.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn http_fields(drive: &http::Drive, upstream: Option<u64>, sim: Option<f64>) -> HttpFields {
+    let c = &drive.counts;
+    HttpFields {
+        coalesced: c.coalesced,
+        hit_ratio_with_coalesced: ratio(c.hits + c.coalesced, c.requests),
+        misses: c.misses,
+        errors: c.errors,
+        upstream_requests: upstream,
+        upstream_saved_by_coalescing: c.coalesced,
+        throughput_rps: c.requests as f64 / drive.elapsed.as_secs_f64().max(1e-9),
+        p50_ms: percentile_ms(drive, 0.5),
+        p90_ms: percentile_ms(drive, 0.9),
+        p99_ms: percentile_ms(drive, 0.99),
+        p999_ms: percentile_ms(drive, 0.999),
+        elapsed_s: drive.elapsed.as_secs_f64(),
+        sim_hit_ratio: sim,
+    }
+}
+
+fn http_row(
+    backend: &str,
+    moka: Option<MokaPolicy>,
+    cap: Capacity,
+    bytes: u64,
+    drive: &http::Drive,
+    stored: Option<u64>,
+    fields: HttpFields,
+) -> Row {
+    let c = &drive.counts;
+    Row {
+        backend: backend.to_string(),
+        moka_policy: moka.map(|p| p.to_string()),
+        capacity: cap.to_string(),
+        capacity_bytes: bytes,
+        requests: c.requests,
+        hits: c.hits,
+        hit_ratio: ratio(c.hits, c.requests),
+        byte_hit_ratio: ratio(c.hit_bytes, c.bytes),
+        stored_bytes: stored,
+        http: Some(fields),
+    }
+}
+
+/// Notes for whatever a reader of an http row must know: errors, unclassified answers, a run cut
+/// by the time limit, and an origin count that does not match the misses.
+fn http_notes(
+    name: &str,
+    cap: &str,
+    drive: &http::Drive,
+    planned: usize,
+    upstream: Option<u64>,
+) -> Vec<String> {
+    let c = &drive.counts;
+    let mut notes = Vec::new();
+    if drive.sent < planned {
+        notes.push(format!(
+            "{name} at {cap}: the time limit stopped the run after {} of {planned} requests; its sim and reference figures use the same {} requests",
+            drive.sent, drive.sent
+        ));
+    }
+    if c.errors > 0 {
+        notes.push(format!(
+            "{name} at {cap}: {} requests failed or got a non-2xx answer",
+            c.errors
+        ));
+    }
+    if c.unknown > 0 {
+        notes.push(format!(
+            "{name} at {cap}: {} answers carried no Cache-Status of cachet",
+            c.unknown
+        ));
+    }
+    if let Some(u) = upstream {
+        if u != c.misses {
+            notes.push(format!(
+                "{name} at {cap}: the origin counted {u} requests but the client saw {} misses",
+                c.misses
+            ));
+        }
+    }
+    notes
+}
+
+/// `bench http`: for each capacity and backend, a fresh origin and proxy on loopback, driven by
+/// the trace; beside each, the replay of the same requests through the same backend and
+/// capacity; after each capacity, LRU and OPT.
+///
+/// Objects are charged as the proxy charges them: `ENTRY_OVERHEAD` + the key it stores
+/// (`http://127.0.0.1:<port>/obj/<n>?size=<bytes>`) + the response headers it keeps (measured
+/// once by [`http::probe_header_bytes`]) + the body. The replay pads synthetic entries by the
+/// same header bytes, so at one capacity both hold the same objects.
+pub async fn run_http(
+    input: &Input,
+    options: &HttpOptions,
+    progress: &ProgressBar,
+) -> Result<Report, HttpBenchError> {
+    let trace = Arc::new(input.trace.clone());
+    let planned = trace.requests.len();
+    let width = id_width(trace.objects());
+    let mut results = Vec::new();
+    let mut notes = Vec::new();
+
+    if let Some(target) = &options.target {
+        let base = target.to_string().trim_end_matches('/').to_string();
+        let uris = Arc::new(http::object_uris(&base, &trace)?);
+        let drive = http::drive(Arc::clone(&trace), uris, options.drive, progress).await;
+        let cap = Capacity::Bytes(0);
+        notes.extend(http_notes(
+            "target",
+            "unknown capacity",
+            &drive,
+            planned,
+            None,
+        ));
+        notes.push(format!(
+            "driving {base}: its backend and capacity are unknown here, and its origin's count cannot be read; no sim or reference rows"
+        ));
+        let fields = http_fields(&drive, None, None);
+        let mut row = http_row("target", None, cap, 0, &drive, None, fields);
+        row.capacity = "unknown".into();
+        results.push(row);
+        let objects = Objects::new(&trace, |o, s| object_path(o, s, width), |_| 0);
+        return Ok(Report {
+            mode: "http",
+            workload: input.workload.clone(),
+            size: input.size.clone(),
+            seed: input.seed,
+            requests: planned as u64,
+            objects: trace.objects() as u64,
+            working_set_bytes: objects.working_set(),
+            charge_model: "unknown: a --target proxy's store is not visible".into(),
+            opt: OPT_DESCRIPTION,
+            results,
+            notes,
+        });
+    }
+
+    let probe_size = trace.sizes.first().copied().unwrap_or(1);
+    let header_base = http::probe_header_bytes(options.origin_latency, probe_size).await?;
+    let headers = move |size: u64| header_base + digits(size);
+    let keyed = |authority: &str| {
+        let authority = authority.to_string();
+        Objects::new(
+            &trace,
+            move |o, s| format!("http://{authority}{}", object_path(o, s, width)),
+            headers,
+        )
+    };
+    // The working set with a loopback authority of typical length; each backend's replay below
+    // uses the key its own proxy stored, to the byte.
+    let typical = keyed("127.0.0.1:40000");
+    let working_set = typical.working_set();
+
+    for &cap in &options.sim.capacities {
+        let bytes = cap.resolve(working_set);
+        let mut shortest = planned;
+        for &backend in &options.sim.backends {
+            let origin = http::start_origin(options.origin_latency).await?;
+            let proxy =
+                http::start_proxy(origin.origin.addr, backend, options.sim.moka_policy, bytes)
+                    .await?;
+            let base = format!("http://{}", proxy.addr);
+            let uris = Arc::new(http::object_uris(&base, &trace)?);
+            progress.set_message(format!("http {backend} @ {cap}"));
+            let drive = http::drive(Arc::clone(&trace), uris, options.drive, progress).await;
+            let stored = proxy.store().weighted_size();
+            let upstream = origin.origin.stats.requests();
+            proxy.shutdown().await;
+            drop(origin);
+
+            // The same requests through the same backend and capacity, without sockets.
+            let done = trace.prefix(drive.sent);
+            let objects = keyed(&proxy_authority(&base));
+            let store = sim::build_store(backend, bytes, options.sim.moka_policy);
+            let simulated = sim::replay(&*store, &done, &objects, &ProgressBar::hidden());
+
+            shortest = shortest.min(drive.sent);
+            let name = backend.as_str();
+            notes.extend(http_notes(
+                name,
+                &cap.to_string(),
+                &drive,
+                planned,
+                Some(upstream),
+            ));
+            let fields = http_fields(&drive, Some(upstream), Some(simulated.hit_ratio()));
+            results.push(http_row(
+                name,
+                moka_of(backend, options.sim.moka_policy),
+                cap,
+                bytes,
+                &drive,
+                Some(stored),
+                fields,
+            ));
+        }
+        let done = trace.prefix(shortest);
+        results.extend(reference_rows(&done, &typical, cap, bytes));
+    }
+    Ok(Report {
+        mode: "http",
+        workload: input.workload.clone(),
+        size: input.size.clone(),
+        seed: input.seed,
+        requests: planned as u64,
+        objects: trace.objects() as u64,
+        working_set_bytes: working_set,
+        charge_model: format!(
+            "each object charged as the proxy stores it: {ENTRY_OVERHEAD} + key (http://127.0.0.1:<port>/obj/<n>?size=<bytes>) + {header_base} bytes of response headers + Content-Length digits + body"
+        ),
+        opt: OPT_DESCRIPTION,
+        results,
+        notes,
+    })
+}
+
+fn proxy_authority(base: &str) -> String {
+    base.trim_start_matches("http://").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_report_has_a_row_per_backend_and_reference_per_capacity() {
+        let input = Input::generate(
+            Workload::Zipf { alpha: 1.0 },
+            500,
+            5000,
+            SizeSpec::Fixed(100),
+            1,
+        );
+        let options = SimOptions {
+            capacities: vec![Capacity::Percent(10.0), Capacity::Percent(50.0)],
+            backends: Backend::ALL.to_vec(),
+            moka_policy: MokaPolicy::Tinylfu,
+        };
+        let report = run_sim(&input, &options, &ProgressBar::hidden());
+        assert_eq!(report.results.len(), 2 * 5);
+        let names: Vec<&str> = report.results[..5]
+            .iter()
+            .map(|r| r.backend.as_str())
+            .collect();
+        assert_eq!(names, ["rwlock", "sharded", "moka", "lru", "opt"]);
+        for r in &report.results {
+            assert_eq!(r.requests, 5000);
+            assert!(r.stored_bytes.unwrap() <= r.capacity_bytes, "{r:?}");
+        }
+        // More room never hurts the exact references.
+        assert!(report.results[8].hits >= report.results[3].hits);
+        assert!(report.results[9].hits >= report.results[4].hits);
+    }
+}
