@@ -15,9 +15,9 @@
 //! streams can be routed apart.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -90,37 +90,28 @@ impl<G> AccessRecord<G> {
 
     /// The line for this record, without its newline.
     pub fn line(&self, format: LogFormat, total: Duration) -> String {
-        let time = humantime::format_rfc3339_millis(self.at);
-        let version = version_str(self.version);
-        match format {
-            LogFormat::Plain => {
-                let upstream = self
-                    .upstream
-                    .map_or_else(|| "-".to_string(), |d| format!("{:.3}", secs(d)));
-                format!(
-                    "{time} {peer} \"{method} {target} {version}\" {status} {result} upstream={upstream} total={total:.3} bytes={bytes}",
-                    peer = self.peer.ip(),
-                    method = self.method,
-                    target = escape_plain(&self.target),
-                    status = self.status,
-                    result = self.result,
-                    total = secs(total),
-                    bytes = self.bytes,
-                )
-            }
-            LogFormat::Json => serde_json::json!({
-                "time": time.to_string(),
-                "client": self.peer.ip().to_string(),
-                "method": self.method.as_str(),
-                "path": self.target,
-                "version": version,
-                "status": self.status,
-                "cache": self.result,
-                "upstream_ms": self.upstream.map(ms),
-                "total_ms": ms(total),
-                "bytes": self.bytes,
-            })
-            .to_string(),
+        let mut out = String::new();
+        self.entry(format, total, self.target.clone())
+            .write_to(&mut out);
+        out.pop();
+        out
+    }
+
+    /// What the writer thread needs to format the line. The record's owned fields move into it,
+    /// so handing it over costs no formatting and no allocation on the request path.
+    fn entry(&self, format: LogFormat, total: Duration, target: String) -> Entry {
+        Entry {
+            format,
+            at: self.at,
+            peer: self.peer.ip(),
+            method: self.method.clone(),
+            target,
+            version: self.version,
+            status: self.status,
+            result: self.result,
+            upstream: self.upstream,
+            total,
+            bytes: self.bytes,
         }
     }
 }
@@ -128,9 +119,74 @@ impl<G> AccessRecord<G> {
 impl<G> Drop for AccessRecord<G> {
     fn drop(&mut self) {
         let Some(format) = self.format else { return };
-        let mut line = self.line(format, self.started.elapsed());
-        line.push('\n');
-        write_line(line);
+        // The target was only kept for this line: move it rather than copy it.
+        let target = std::mem::take(&mut self.target);
+        write_entry(self.entry(format, self.started.elapsed(), target));
+    }
+}
+
+/// One finished request, formatted by the writer thread.
+#[derive(Debug)]
+struct Entry {
+    format: LogFormat,
+    at: SystemTime,
+    peer: IpAddr,
+    method: Method,
+    target: String,
+    version: Version,
+    status: u16,
+    result: &'static str,
+    upstream: Option<Duration>,
+    total: Duration,
+    bytes: u64,
+}
+
+impl Entry {
+    /// Appends the line and its newline to `out`.
+    fn write_to(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let time = humantime::format_rfc3339_millis(self.at);
+        let version = version_str(self.version);
+        match self.format {
+            LogFormat::Plain => {
+                let _ = write!(
+                    out,
+                    "{time} {peer} \"{method} {target} {version}\" {status} {result} upstream=",
+                    peer = self.peer,
+                    method = self.method,
+                    target = escape_plain(&self.target),
+                    status = self.status,
+                    result = self.result,
+                );
+                match self.upstream {
+                    Some(d) => {
+                        let _ = write!(out, "{:.3}", secs(d));
+                    }
+                    None => out.push('-'),
+                }
+                let _ = writeln!(
+                    out,
+                    " total={total:.3} bytes={bytes}",
+                    total = secs(self.total),
+                    bytes = self.bytes
+                );
+            }
+            LogFormat::Json => {
+                let line = serde_json::json!({
+                    "time": time.to_string(),
+                    "client": self.peer.to_string(),
+                    "method": self.method.as_str(),
+                    "path": self.target,
+                    "version": version,
+                    "status": self.status,
+                    "cache": self.result,
+                    "upstream_ms": self.upstream.map(ms),
+                    "total_ms": ms(self.total),
+                    "bytes": self.bytes,
+                });
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
 }
 
@@ -142,7 +198,7 @@ const QUEUE_LINES: usize = 65_536;
 const BATCH_BYTES: usize = 64 << 10;
 
 enum Message {
-    Line(String),
+    Line(Entry),
     /// Write everything queued before this, then answer.
     Flush(mpsc::Sender<()>),
 }
@@ -162,12 +218,9 @@ fn sink() -> &'static SyncSender<Message> {
     })
 }
 
-fn write_line(line: String) {
-    match sink().try_send(Message::Line(line)) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-            metrics::counter!("cachet_access_log_dropped_total").increment(1);
-        }
+fn write_entry(entry: Entry) {
+    if sink().try_send(Message::Line(entry)).is_err() {
+        metrics::counter!("cachet_access_log_dropped_total").increment(1);
     }
 }
 
@@ -178,7 +231,7 @@ fn writer(rx: Receiver<Message>) {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Line(line) => batch.push_str(&line),
+                Message::Line(entry) => entry.write_to(&mut batch),
                 Message::Flush(ack) => acks.push(ack),
             }
             if batch.len() < BATCH_BYTES {
