@@ -15,6 +15,13 @@ pub enum UnitError {
 
 /// Parses a byte size: a whole or decimal number and an optional binary (KiB, MiB, GiB, TiB) or
 /// decimal (KB, MB, GB, TB) unit, case-insensitive; `K`, `M`, `G` alone are binary.
+///
+/// ```
+/// use cachet::units::parse_size;
+/// assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+/// assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
+/// assert!(parse_size("lots").is_err());
+/// ```
 pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let err = || UnitError::Size(text.to_string());
     let t = text.trim();

@@ -74,6 +74,14 @@ impl CacheStatus {
 
     /// Renders the header value, e.g. `cachet; fwd=uri-miss; fwd-status=200; stored`.
     ///
+    /// ```
+    /// use cachet::policy::{CacheStatus, Fwd};
+    /// let mut status = CacheStatus::forward(Fwd::UriMiss);
+    /// status.fwd_status = Some(200);
+    /// status.stored = true;
+    /// assert_eq!(status.render(), "cachet; fwd=uri-miss; fwd-status=200; stored");
+    /// ```
+    ///
     /// `hit` and `fwd` exclude each other (RFC 9211 2.1, 2.2): when both are set, `fwd` is
     /// rendered. `fwd-status` is rendered only beside `fwd` (2.3). `detail` is a token when it is
     /// one and a structured-field string otherwise (2.8, RFC 8941 3.3.3-4).
