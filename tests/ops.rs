@@ -65,7 +65,9 @@ async fn gauges_return_to_zero_after_500_requests_with_disconnects() {
     assert_eq!(completed, 350);
     drop(http); // its pool holds keep-alive connections open
     let (connections, in_flight) = (running.connections.clone(), running.in_flight.clone());
-    let settled = eventually(Duration::from_secs(10), || {
+    // Generous: on a loaded machine the last abandoned connections take a while to be noticed
+    // (a write to a socket the peer has closed), and this checks that they end, not how fast.
+    let settled = eventually(Duration::from_secs(30), || {
         connections.get() == 0 && in_flight.get() == 0
     })
     .await;
