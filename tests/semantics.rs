@@ -406,3 +406,44 @@ async fn configured_stale_if_error_covers_responses_without_one() {
         "must-revalidate is still honoured"
     );
 }
+
+#[tokio::test]
+async fn range_on_a_miss_fills_the_whole_object() {
+    let s = stack(Backend::Sharded).await;
+    let whole = body_for("/rm", "", 100_000);
+    let range =
+        |spec: &'static str| s.send(s.client.get(s.url("/rm?size=100000")).header("range", spec));
+    // The whole object is fetched and stored; the client gets its range as it streams by.
+    let r = range("bytes=70000-70009").await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 70000-70009/100000"));
+    assert_eq!(r.body, whole[70000..70010].to_vec());
+    assert!(r.cache_status().contains("stored"), "{}", r.cache_status());
+    let full = s.get("/rm?size=100000").await;
+    assert!(full.is_hit(), "{}", full.cache_status());
+    assert_eq!(full.body, whole.to_vec());
+    assert_eq!(s.origin_requests(), 1);
+
+    // Not storable: still the right bytes, cut from the whole response.
+    let r = s
+        .send(
+            s.client
+                .get(s.url("/rn?size=5000&cc=no-store"))
+                .header("range", "bytes=-100"),
+        )
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, body_for("/rn", "", 5000)[4900..].to_vec());
+    // Unsatisfiable on a miss: 416, and the object is stored all the same.
+    let r = s
+        .send(
+            s.client
+                .get(s.url("/ru?size=5000"))
+                .header("range", "bytes=9000-"),
+        )
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */5000"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(s.get("/ru?size=5000").await.is_hit());
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HeaderMap, CONTENT_LOCATION, LOCATION, RANGE};
+use http::header::{HeaderMap, CONTENT_LOCATION, LOCATION};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -44,7 +44,9 @@ mod respond;
 
 use fill::{exchange, FillRequest, Head, Stale};
 pub use respond::CACHE_STATUS;
-use respond::{error_response, only_if_cached_miss, precondition_response, serve_stored};
+use respond::{
+    apply_range, error_response, only_if_cached_miss, precondition_response, serve_stored,
+};
 
 /// How the proxy treats requests, beyond what the RFCs fix.
 #[derive(Debug, Clone)]
@@ -352,17 +354,11 @@ impl Inner {
         if req_cc.only_if_cached {
             return only_if_cached_miss();
         }
-        // A HEAD or a range on a miss goes through as it is: neither yields a whole body to store.
-        if parts.method == Method::HEAD || parts.headers.contains_key(RANGE) {
+        // A HEAD on a miss goes through as it is: it yields no body to store. (A range on a
+        // miss is a fill of the whole object, cut to the range on the way to the client.)
+        if parts.method == Method::HEAD {
             let mut status = CacheStatus::forward(fwd);
-            status.detail = Some(
-                if parts.method == Method::HEAD {
-                    "head"
-                } else {
-                    "range"
-                }
-                .into(),
-            );
+            status.detail = Some("head".into());
             return self.forward_uncached(parts, client, status).await;
         }
         let flight = key.clone();
@@ -509,6 +505,7 @@ impl Inner {
                         return resp;
                     }
                 }
+                let body = apply_range(&parts, &mut head, body);
                 head.headers.append(CACHE_STATUS, status.header_value());
                 let mut resp = Response::from_parts(head, body);
                 resp.extensions_mut().insert(CacheResult::Miss);
@@ -518,7 +515,7 @@ impl Inner {
         }
     }
 
-    /// Forwards a request that will not be stored (HEAD or Range on a miss), streaming the answer.
+    /// Forwards a request that will not be stored (a HEAD on a miss), streaming the answer.
     async fn forward_uncached(
         self: Arc<Self>,
         parts: Parts,

@@ -1,6 +1,8 @@
 //! Building responses: from a stored entry (preconditions, ranges, HEAD, `Age`), and the
 //! proxy's own short errors.
 
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,8 +12,10 @@ use http::header::{
 };
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::policy::conditional::{self, Precondition};
 use crate::policy::range::{self, RangeAnswer};
 use crate::policy::{CacheStatus, Fwd};
@@ -150,4 +154,104 @@ pub(super) fn only_if_cached_miss() -> Response<Body> {
         status,
         None,
     )
+}
+
+/// Answers a client's `Range` from a whole response that is still arriving: a fill asks the
+/// upstream for the whole object (to store it), so the range is cut out here, as the body
+/// streams, rather than after it is stored. Leaves anything but a 200 with a known length, and
+/// any request without a single satisfiable range, as it is.
+pub(super) fn apply_range(parts: &Parts, head: &mut http::response::Parts, body: Body) -> Body {
+    if parts.method != Method::GET || head.status != StatusCode::OK {
+        return body;
+    }
+    let Some(len) = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return body;
+    };
+    match range::answer(&parts.headers, &head.headers, len) {
+        RangeAnswer::Full => body,
+        RangeAnswer::Partial { start, end } => {
+            head.status = StatusCode::PARTIAL_CONTENT;
+            head.headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
+            );
+            head.headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            RangeBody {
+                inner: body,
+                skip: start,
+                remaining: end - start + 1,
+            }
+            .boxed()
+        }
+        RangeAnswer::Unsatisfiable => {
+            // The fill goes on in its task for the store; this client gets the 416 alone.
+            head.status = StatusCode::RANGE_NOT_SATISFIABLE;
+            head.headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+            body::empty()
+        }
+    }
+}
+
+/// A body cut down to one byte range of another: `skip` bytes dropped, then `remaining` kept.
+struct RangeBody {
+    inner: Body,
+    skip: u64,
+    remaining: u64,
+}
+
+impl http_body::Body for RangeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Ok(frame)) => frame,
+            };
+            // Trailers belong to the whole body, not to a range of it.
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let len = data.len() as u64;
+            if self.skip >= len {
+                self.skip -= len;
+                continue;
+            }
+            if self.skip > 0 {
+                data = data.slice(self.skip as usize..);
+                self.skip = 0;
+            }
+            if data.len() as u64 > self.remaining {
+                data.truncate(self.remaining as usize);
+            }
+            self.remaining -= data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
