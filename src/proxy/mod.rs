@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HeaderMap, CONTENT_LOCATION, LOCATION};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LOCATION, LOCATION};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -134,6 +134,23 @@ impl std::fmt::Debug for Proxy {
             .field("upstream", &self.inner.upstream)
             .finish()
     }
+}
+
+/// A copy of `headers` whose names and values own their bytes.
+///
+/// hyper parses a response head without copying: each value is a slice of the connection's read
+/// buffer, and keeps that whole buffer (kilobytes, often with the start of the body) alive for as
+/// long as the value lives. A stored entry lives for hours, so it gets values of its own, and the
+/// store's byte count stays close to the memory really held.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name, copy);
+    }
+    owned
 }
 
 /// A store entry known to be a response, not a variant index: checked once where it is made,
@@ -638,6 +655,7 @@ impl Inner {
         request: &HeaderMap,
         mut response: CachedResponse,
     ) -> StoredResponse {
+        response.headers = detached(&response.headers);
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
                 // Reuse the index when it names the same headers, so sibling variants survive.

@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use self::entry::{CachedResponse, Entry, Key, ENTRY_OVERHEAD};
+pub use self::entry::{CachedResponse, Entry, Key, ENTRY_OVERHEAD, FIELD_OVERHEAD};
 pub use self::moka::{MokaPolicy, MokaStore};
 pub use self::rwlock::RwLockStore;
 pub use self::sharded::ShardedStore;
