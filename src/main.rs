@@ -174,6 +174,8 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.validate()?;
+    // Listen for signals before the listener is bound, so that none arrives unheard.
+    let mut signals = Signals::new()?;
     let running = cachet::server::start(config.clone()).await?;
     tracing::info!(
         listen = %running.addr,
@@ -185,10 +187,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("shutting down: finishing in-flight requests (a second signal exits now)");
         token.cancel();
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -236,34 +238,56 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
         max_age: args.max_age,
     };
     let shutdown = CancellationToken::new();
+    let mut signals = Signals::new()?;
     let origin = cachet::origin::bind(args.listen, config, shutdown.clone())
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
     tracing::info!(listen = %origin.addr, "cachet origin serving");
-    wait_for_signal().await;
+    signals.recv().await;
     shutdown.cancel();
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn wait_for_signal() {
+/// SIGTERM and Ctrl-C (SIGINT), listened for from creation on.
+///
+/// One listener pair serves the whole life of the process: the first signal starts the drain and
+/// the second exits. Listeners made afresh for each wait could miss a signal sent between two
+/// waits, or see the first signal twice.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the next SIGTERM or Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! | `lm=1` | send `Last-Modified` (one day ago), and answer `If-Modified-Since` with 304 |
 //! | `vary=Accept-Encoding` | send `Vary` and echo the named request header into the body |
 //! | `cookie=1` | send a `Set-Cookie` |
+//! | `cookie304=1` | send a `Set-Cookie` on 304 answers only |
 //! | `truncate=1` | announce the full length, send half the body, then drop the connection |
 //! | `drip=100ms` | send the body in four parts with this pause before each of the last three |
 //! | `version=N` | mixed into the body and ETag, so a test can change the "file" behind a URL |
@@ -372,6 +373,9 @@ async fn build(req: &Request<Incoming>, config: &OriginConfig) -> Result<Respons
         body_bytes = Bytes::from(echoed);
     }
     if not_modified && req.method() == Method::GET {
+        if q.contains_key("cookie304") {
+            builder = builder.header(SET_COOKIE, "session=refreshed; Path=/");
+        }
         return builder
             .status(StatusCode::NOT_MODIFIED)
             .body(body::empty())

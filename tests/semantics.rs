@@ -447,3 +447,32 @@ async fn range_on_a_miss_fills_the_whole_object() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.get("/ru?size=5000").await.is_hit());
 }
+
+#[tokio::test]
+async fn a_304_cookie_reaches_its_requester_but_is_not_stored() {
+    let s = stack(Backend::Moka).await;
+    let path = "/rc?etag=1&cc=max-age%3D0&cookie304=1";
+    let first = s.get(path).await;
+    assert!(first.header("set-cookie").is_none());
+    let second = s.get(path).await;
+    assert!(
+        second.cache_status().contains("fwd-status=304"),
+        "{}",
+        second.cache_status()
+    );
+    assert_eq!(
+        second.header("set-cookie"),
+        Some("session=refreshed; Path=/")
+    );
+    let key = cachet::store::Key::new(format!("http://{}{}", s.proxy.addr, path));
+    let stored = s
+        .proxy
+        .store()
+        .get(&key)
+        .expect("the refreshed entry is stored");
+    let stored = stored.response().expect("a response");
+    assert!(
+        !stored.headers.contains_key("set-cookie"),
+        "the cookie is not shared"
+    );
+}

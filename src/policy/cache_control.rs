@@ -243,6 +243,11 @@ pub fn split_directives(text: &str) -> Vec<(String, Option<String>)> {
         let mut value = None;
         if chars.peek() == Some(&'=') {
             chars.next();
+            // RFC 9111 5.2: `token [ "=" ( token / quoted-string ) ]`, no whitespace around the
+            // `=`. A directive written with some is malformed, and its value is taken as empty:
+            // the most restrictive reading (an age of 0, every field named).
+            let spaced = name.ends_with([' ', '\t'])
+                || chars.peek().is_some_and(|c| *c == ' ' || *c == '\t');
             while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
                 chars.next();
             }
@@ -274,7 +279,7 @@ pub fn split_directives(text: &str) -> Vec<(String, Option<String>)> {
                 }
                 v = v.trim().to_string();
             }
-            value = Some(v);
+            value = Some(if spaced { String::new() } else { v });
         }
         let name = name.trim().to_ascii_lowercase();
         if !name.is_empty() {
@@ -350,10 +355,26 @@ mod tests {
                 },
             ),
             (
-                "9111 5.2 whitespace around '='",
+                "9111 5.2 whitespace around '=' is malformed: stale (4.2.1)",
                 vec!["max-age = 7"],
                 CacheControl {
-                    max_age: Some(7),
+                    max_age: Some(0),
+                    ..d()
+                },
+            ),
+            (
+                "9111 5.2 whitespace before '=' is malformed",
+                vec!["max-age =100"],
+                CacheControl {
+                    max_age: Some(0),
+                    ..d()
+                },
+            ),
+            (
+                "9111 5.2 whitespace after '=' is malformed",
+                vec!["max-age= 100"],
+                CacheControl {
+                    max_age: Some(0),
                     ..d()
                 },
             ),

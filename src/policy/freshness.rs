@@ -45,9 +45,39 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-/// Parses an HTTP date in any of the three formats RFC 9110 5.6.7 requires recipients to accept.
+/// Parses an HTTP date in any of the three formats RFC 9110 5.6.7 requires recipients to accept,
+/// matching day names, month names and `GMT` case-insensitively (RFC 9111 4.2: a cache SHOULD).
 pub fn http_date(value: &str) -> Option<SystemTime> {
-    httpdate::parse_http_date(value.trim()).ok()
+    let value = value.trim();
+    httpdate::parse_http_date(value)
+        .ok()
+        .or_else(|| httpdate::parse_http_date(&canonical_case(value)).ok())
+}
+
+/// Writes every word of a date in the case the formats spell it: `Thu`, `Aug`, `Thursday`, and
+/// `GMT`.
+fn canonical_case(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else if let Some(first) = word.chars().next() {
+            out.push(first.to_ascii_uppercase());
+            out.push_str(&word[first.len_utf8()..].to_ascii_lowercase());
+        }
+        word.clear();
+    };
+    for c in value.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// The first value of a date header, parsed; `None` when absent or invalid.
@@ -191,19 +221,16 @@ pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool
     // 5.2.2.10); no-cache forbids serving without revalidation even when fresh (5.2.2.4).
     let no_stale =
         stored.cc.must_revalidate || stored.cc.proxy_revalidate || stored.cc.s_maxage.is_some();
-    // A request's no-cache asks for a validated response: the origin's stale-if-error does not
-    // override that, the request's own stale-if-error does.
-    let response_window = if request_no_cache {
-        None
-    } else {
-        stored.cc.stale_if_error
+    // A request's stale-if-error states how much staleness this client accepts on an error, so
+    // it bounds the response's (RFC 5861 4). A request's no-cache asks for a validated response:
+    // the origin's stale-if-error does not override that, the request's own does.
+    let window = match request.stale_if_error {
+        Some(w) => Some(w),
+        None if request_no_cache => None,
+        None => stored.cc.stale_if_error,
     };
-    let stale_if_error = !no_stale
-        && !stored.cc.no_cache_all()
-        && [response_window, request.stale_if_error]
-            .iter()
-            .flatten()
-            .any(|window| staleness <= *window);
+    let stale_if_error =
+        !no_stale && !stored.cc.no_cache_all() && window.is_some_and(|w| staleness <= w);
     let revalidate = Decision::Revalidate {
         ttl,
         stale_if_error,
@@ -293,6 +320,27 @@ mod tests {
 
     /// Each row: the RFC rule, status, response fields, the freshness lifetime; the response
     /// arrived at `T`.
+    #[test]
+    fn dates_in_any_case() {
+        // RFC 9110 5.6.7 formats; RFC 9111 4.2: names and GMT matched case-insensitively.
+        let t = Some(at(0));
+        let cases = [
+            ("Tue, 14 Nov 2023 22:13:20 GMT", t),
+            ("TUE, 14 NOV 2023 22:13:20 GMT", t),
+            ("tue, 14 nov 2023 22:13:20 gmt", t),
+            ("Tuesday, 14-Nov-23 22:13:20 GMT", t),
+            ("TUESDAY, 14-nov-23 22:13:20 gmt", t),
+            ("Tue Nov 14 22:13:20 2023", t),
+            ("tue nov 14 22:13:20 2023", t),
+            ("Tue, 14 Nov 2023 22:13:20 UTC", None),
+            ("14 Nov 2023", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(http_date(text), expected, "{text:?}");
+        }
+    }
+
     #[test]
     fn lifetime_table() {
         const DAY: i64 = 86_400;
@@ -1004,13 +1052,22 @@ mod tests {
                 revalidate(-30, true),
             ),
             (
-                "5861 4 either window suffices",
+                "5861 4 the request's window wins: wider",
                 "max-age=100, stale-if-error=10",
                 100,
                 130,
                 "stale-if-error=60",
                 false,
                 revalidate(-30, true),
+            ),
+            (
+                "5861 4 the request's window wins: narrower",
+                "max-age=100, stale-if-error=60",
+                100,
+                130,
+                "stale-if-error=1",
+                false,
+                revalidate(-30, false),
             ),
             (
                 "9111 4.2.4 must-revalidate forbids stale-if-error",

@@ -47,9 +47,11 @@ pub(super) enum Head {
         fwd_status: Option<u16>,
         elapsed: Duration,
     },
-    /// A 304 refreshed the stored entry.
+    /// A 304 refreshed the stored entry. `requester` is the refreshed response as the client
+    /// that caused the revalidation gets it: with the 304's `Set-Cookie` and `no-cache` /
+    /// `private`-listed fields, which the stored (shared) copy leaves out.
     Refreshed {
-        entry: StoredResponse,
+        requester: Box<CachedResponse>,
         elapsed: Duration,
     },
     /// A full response: its head, whether it will be stored (with its ttl), and the body.
@@ -183,24 +185,29 @@ pub(super) async fn exchange(
         if head.status == StatusCode::NOT_MODIFIED
             && conditional::not_modified_applies(&stored.headers, &head.headers)
         {
-            let mut refreshed = CachedResponse::clone(stored);
-            refreshed.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
+            let mut requester = CachedResponse::clone(stored);
+            requester.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
+            requester.request_time = request_time;
+            requester.response_time = response_time;
+            let (cc, lifetime) =
+                inner.freshness(requester.status, &requester.headers, response_time);
+            requester.cc = cc;
+            requester.lifetime = lifetime;
+            let mut refreshed = requester.clone();
             if !inner.config.rules.allow_set_cookie {
                 // A cookie set on a 304 is one client's; it must not become part of the entry.
                 refreshed.headers.remove(http::header::SET_COOKIE);
             }
-            refreshed.request_time = request_time;
-            refreshed.response_time = response_time;
-            let (cc, lifetime) =
-                inner.freshness(refreshed.status, &refreshed.headers, response_time);
-            refreshed.cc = cc;
-            refreshed.lifetime = lifetime;
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
             let entry = inner.store_response(&key, &fill.headers, refreshed);
+            // Followers get the shared copy only.
             if let Some(l) = leader {
                 l.finish(Outcome::Shared(Arc::clone(&entry.0)));
             }
-            let _ = report.send(Head::Refreshed { entry, elapsed });
+            let _ = report.send(Head::Refreshed {
+                requester: Box::new(requester),
+                elapsed,
+            });
             return;
         }
         if s.serve_on_error && head.status.is_server_error() {

@@ -145,7 +145,8 @@ impl std::fmt::Debug for Proxy {
 fn detached(headers: &HeaderMap) -> HeaderMap {
     let mut owned = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let name =
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
         let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
         copy.set_sensitive(value.is_sensitive());
         owned.append(name, copy);
@@ -487,8 +488,8 @@ impl Inner {
                 resp.extensions_mut().insert(UpstreamTime(elapsed));
                 resp
             }
-            Head::Refreshed { entry, elapsed } => {
-                let stored = &*entry;
+            Head::Refreshed { requester, elapsed } => {
+                let stored = &requester;
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = Some(304);
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
