@@ -540,14 +540,7 @@ impl Inner {
         client: Option<SocketAddr>,
         status: CacheStatus,
     ) -> Response<Body> {
-        let request = self.upstream.prepare(
-            parts.method.clone(),
-            &parts.uri,
-            &parts.headers,
-            parts.version,
-            client,
-            body::empty(),
-        );
+        let request = self.upstream_request(&parts, client, body::empty());
         self.relay(request, status, CacheResult::Miss, |_| {}).await
     }
 
@@ -562,14 +555,7 @@ impl Inner {
         let mut status = CacheStatus::forward(Fwd::Bypass);
         status.detail = Some("method".into());
         let key = cache_key(&parts, "http");
-        let request = self.upstream.prepare(
-            parts.method.clone(),
-            &parts.uri,
-            &parts.headers,
-            parts.version,
-            client,
-            body,
-        );
+        let request = self.upstream_request(&parts, client, body);
         self.relay(request, status, CacheResult::Bypass, |head| {
             if !policy::invalidates(&parts.method, head.status) {
                 return;
@@ -587,6 +573,23 @@ impl Inner {
             }
         })
         .await
+    }
+
+    /// The client's request as it goes upstream, unchanged but for hop-by-hop hygiene.
+    fn upstream_request(
+        &self,
+        parts: &Parts,
+        client: Option<SocketAddr>,
+        body: Body,
+    ) -> Request<Body> {
+        self.upstream.prepare(
+            parts.method.clone(),
+            &parts.uri,
+            &parts.headers,
+            parts.version,
+            client,
+            body,
+        )
     }
 
     /// Sends a request upstream and streams the answer back untouched but for hop-by-hop fields,
