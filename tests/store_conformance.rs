@@ -194,3 +194,36 @@ conformance! {
     sharded => Backend::Sharded,
     moka => Backend::Moka,
 }
+
+fn new_entry_is_not_its_own_victim(backend: Backend) {
+    // Room for three entries; all three are hit, then a fourth arrives: one of the old ones
+    // makes room (CLOCK gives referenced entries a second chance, but the newcomer was not
+    // even queued yet when the sweep ran).
+    let one = Entry::synthetic(1000).charge(&Key::from("a"));
+    let store = build(backend, one * 3 + one / 2);
+    for k in ["a", "b", "c"] {
+        store.insert(Key::from(k), Arc::new(Entry::synthetic(1000)));
+    }
+    for k in ["a", "b", "c"] {
+        assert!(store.get(&Key::from(k)).is_some());
+    }
+    store.insert(Key::from("d"), Arc::new(Entry::synthetic(1000)));
+    assert!(
+        store.get(&Key::from("d")).is_some(),
+        "{}: the new entry was evicted",
+        store.name()
+    );
+    assert_eq!(store.entry_count(), 3);
+}
+
+mod admission {
+    use super::*;
+    #[test]
+    fn rwlock() {
+        new_entry_is_not_its_own_victim(Backend::Rwlock)
+    }
+    #[test]
+    fn sharded() {
+        new_entry_is_not_its_own_victim(Backend::Sharded)
+    }
+}

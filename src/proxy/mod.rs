@@ -432,8 +432,11 @@ impl Inner {
             serve_on_error: false,
         };
         let job = async move {
-            // Nobody reads the report: the client was already served the stale entry.
-            let (tx, _rx) = oneshot::channel();
+            // Nobody reads the report: the client was already served the stale entry. The
+            // receiver is dropped at once so the exchange sees that, and fills the store without
+            // streaming into a channel no one drains.
+            let (tx, rx) = oneshot::channel();
+            drop(rx);
             exchange(inner, fill, primary, Some(leader), Some(stale), tx).await;
         };
         if !self.revalidator.try_submit(Box::pin(job)) {

@@ -103,10 +103,12 @@ impl Store for RwLockStore {
                 inner.bytes -= old.charge;
             }
             inner.bytes += charge;
-            inner.clock.push(key, generation);
+            // Evict before the new entry is queued, so that it cannot be its own victim when
+            // every older entry has its reference bit set.
             while inner.bytes > self.capacity && inner.evict_one() {
                 evicted += 1;
             }
+            inner.clock.push(key, generation);
             inner.compact();
         }
         if evicted > 0 {

@@ -101,30 +101,30 @@ impl Store for ShardedStore {
         }
         self.bytes.fetch_add(charge as i64, Ordering::Relaxed);
 
+        // Evict before the new entry is queued, so that it cannot be its own victim when every
+        // older entry has its reference bit set: our own shard first, then the others, one lock
+        // at a time.
         let mut evicted = 0;
-        {
-            let mut queue = self.queue(shard);
-            queue.push(key, generation);
-            while self.over_capacity() && queue.evict_one(|k, g| self.judge(k, g)) {
-                evicted += 1;
-            }
-            let live = self.map.len() / self.queues.len() + 1;
-            queue.compact_if_needed(live, |k, g| {
-                self.map.get(k).is_some_and(|s| s.generation == g)
-            });
-        }
-        // Our own shard ran dry: take from the others, one lock at a time.
-        let mut next = shard;
-        for _ in 1..self.queues.len() {
+        for i in 0..self.queues.len() {
             if !self.over_capacity() {
                 break;
             }
-            next = (next + 1) % self.queues.len();
-            let mut queue = self.queue(next);
+            let mut queue = self.queue((shard + i) % self.queues.len());
             while self.over_capacity() && queue.evict_one(|k, g| self.judge(k, g)) {
                 evicted += 1;
             }
         }
+        let mut queue = self.queue(shard);
+        queue.push(key, generation);
+        // Concurrent inserts may have added bytes since the sweep; only then may the new entry go.
+        while self.over_capacity() && queue.evict_one(|k, g| self.judge(k, g)) {
+            evicted += 1;
+        }
+        let live = self.map.len() / self.queues.len() + 1;
+        queue.compact_if_needed(live, |k, g| {
+            self.map.get(k).is_some_and(|s| s.generation == g)
+        });
+        drop(queue);
         if evicted > 0 {
             self.evictions.fetch_add(evicted, Ordering::Relaxed);
         }
