@@ -120,6 +120,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
     pub keepalive_timeout: Duration,
 
+    /// How long a request may go without a byte moving on its connection (read or written)
+    /// before the connection is closed: a client that stops reading its response. Must be longer
+    /// than --upstream-timeout, which a response may spend waiting on the upstream.
+    #[arg(long, env = "CACHET_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
+    pub send_timeout: Duration,
+
     /// Largest request head (request line and headers) accepted; larger ones get 431. At least
     /// 8KiB.
     #[arg(long, env = "CACHET_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size_arg, help_heading = "Limits and timeouts")]
@@ -265,6 +271,8 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     /// Idle time allowed between requests on a keep-alive connection; zero turns keep-alive off.
     pub keepalive_timeout: Duration,
+    /// Time a request may go without a byte read or written on its connection.
+    pub send_timeout: Duration,
     /// Largest request head accepted, in bytes (at least [`MIN_HEADER_SIZE`]).
     pub max_header_size: usize,
     /// Client connections served at once.
@@ -326,6 +334,15 @@ impl ServeArgs {
         if self.max_connections == 0 {
             return Err(invalid("--max-connections", "must be at least 1"));
         }
+        if self.send_timeout <= self.upstream_timeout {
+            return Err(invalid(
+                "--send-timeout",
+                format!(
+                    "{:?} must be longer than --upstream-timeout ({:?}): a response may wait that long on the upstream",
+                    self.send_timeout, self.upstream_timeout
+                ),
+            ));
+        }
         if self.header_read_timeout.is_zero() {
             return Err(invalid("--header-read-timeout", "must be more than 0s"));
         }
@@ -381,6 +398,7 @@ impl ServeArgs {
             },
             header_read_timeout: self.header_read_timeout,
             keepalive_timeout: self.keepalive_timeout,
+            send_timeout: self.send_timeout,
             max_header_size: self.max_header_size as usize,
             max_connections: self.max_connections,
             revalidate_workers: self.revalidate_workers,
@@ -416,6 +434,7 @@ impl ServeConfig {
             proxy: ProxyConfig::default(),
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_header_size: 64 << 10,
             max_connections: 10_000,
             revalidate_workers: 4,

@@ -232,6 +232,7 @@ async fn accept_loop(
     let timeouts = Timeouts {
         header_read: config.header_read_timeout,
         keepalive: config.keepalive_timeout,
+        send: config.send_timeout,
     };
     let limit = Arc::new(Semaphore::new(config.max_connections));
     // Every connection task holds a clone of `done_tx`; `done_rx` yields `None` once all are gone.
@@ -315,6 +316,7 @@ async fn accept_loop(
 struct Timeouts {
     header_read: Duration,
     keepalive: Duration,
+    send: Duration,
 }
 
 /// Drives one connection to its end, closing it when a deadline of [`ConnWatch`] passes, and
@@ -350,7 +352,10 @@ async fn drive_connection<C>(
                 conn.as_mut().graceful(); closing = true;
             }
             _ = watch.changed.notified() => {}
-            _ = sleep => match deadline {
+            // The phase may have moved since the timer was armed (a request began, bytes
+            // moved): act only on a deadline that is still the current one and has passed.
+            _ = sleep => match watch.deadline(timeouts, closing) {
+                Some((at, _)) if at > Instant::now() => {}
                 Some((_, Expiry::HeadRead)) => {
                     tracing::debug!(%peer, "request head not received in time; closing");
                     return;
@@ -358,6 +363,10 @@ async fn drive_connection<C>(
                 Some((_, Expiry::Idle)) => {
                     conn.as_mut().graceful();
                     closing = true;
+                }
+                Some((_, Expiry::Stalled)) => {
+                    tracing::debug!(%peer, "no byte moved on a busy connection in time; closing");
+                    return;
                 }
                 None => {}
             },
@@ -391,6 +400,8 @@ where
 enum Expiry {
     HeadRead,
     Idle,
+    /// A request is running but no byte was read or written for the send timeout.
+    Stalled,
 }
 
 /// Where a connection is in its life, for its deadlines.
@@ -404,10 +415,22 @@ enum Phase {
     Idle(Instant),
 }
 
-/// A connection's phase, changed by its reads ([`WatchedIo`]) and requests ([`BusyGuard`]), and
-/// watched by the task driving it.
+/// A connection's phase, and whether bytes are moving on it.
+#[derive(Debug, Clone, Copy)]
+struct State {
+    phase: Phase,
+    /// When a byte was last read or written, or a request began.
+    progress: Instant,
+    /// The last write found the socket full: the client is not reading what it was sent. A
+    /// response body can be wholly handed to hyper (the request is over) while hyper still
+    /// writes it, so this, not the phase, says whether a write is stuck.
+    write_blocked: bool,
+}
+
+/// A connection's state, changed by its reads and writes ([`WatchedIo`]) and requests
+/// ([`BusyGuard`]), and watched by the task driving it.
 struct ConnWatch {
-    phase: Mutex<Phase>,
+    state: Mutex<State>,
     /// Signalled when a deadline may have moved earlier, so the driver re-arms its timer.
     changed: Notify,
 }
@@ -415,21 +438,31 @@ struct ConnWatch {
 impl ConnWatch {
     fn new() -> Self {
         // A new connection must send its first request head within the header read timeout.
+        let now = Instant::now();
         ConnWatch {
-            phase: Mutex::new(Phase::Head(Instant::now())),
+            state: Mutex::new(State {
+                phase: Phase::Head(now),
+                progress: now,
+                write_blocked: false,
+            }),
             changed: Notify::new(),
         }
     }
 
-    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        // The lock guards a plain value with no invariant a panic could break.
-        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The lock guards plain values with no invariant a panic could break.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn deadline(&self, t: Timeouts, closing: bool) -> Option<(Instant, Expiry)> {
-        match *self.phase() {
+        let s = *self.state();
+        let stalled = Some((s.progress + t.send, Expiry::Stalled));
+        match s.phase {
             Phase::Head(since) => Some((since + t.header_read, Expiry::HeadRead)),
-            Phase::Busy(_) => None,
+            // A running request must move a byte now and then: waiting on the upstream is
+            // bounded by the upstream timeout, which the send timeout exceeds.
+            Phase::Busy(_) => stalled,
+            Phase::Idle(_) if s.write_blocked => stalled,
             // Once closing, an idle connection is already being shut; no need to wake again.
             Phase::Idle(_) if closing => None,
             Phase::Idle(since) => Some((since + t.keepalive, Expiry::Idle)),
@@ -438,21 +471,36 @@ impl ConnWatch {
 
     /// Bytes arrived: an idle connection starts receiving a request head.
     fn on_read(&self) {
-        let mut phase = self.phase();
-        if let Phase::Idle(_) = *phase {
-            *phase = Phase::Head(Instant::now());
-            drop(phase);
+        let mut s = self.state();
+        s.progress = Instant::now();
+        if let Phase::Idle(_) = s.phase {
+            s.phase = Phase::Head(s.progress);
+            drop(s);
             self.changed.notify_one();
         }
     }
 
+    /// A write went through (`true`), or found the socket full (`false`).
+    fn on_write(&self, written: bool) {
+        let mut s = self.state();
+        if written {
+            s.progress = Instant::now();
+        }
+        // A later deadline, or one the driver finds when its timer fires: no need to wake it.
+        s.write_blocked = !written;
+    }
+
     /// A request head was parsed and handed to the service.
     fn begin(self: &Arc<Self>) -> BusyGuard {
-        let mut phase = self.phase();
-        *phase = match *phase {
+        let mut s = self.state();
+        s.progress = Instant::now();
+        s.phase = match s.phase {
             Phase::Busy(n) => Phase::Busy(n + 1),
             Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
         };
+        drop(s);
+        // The head-read deadline the driver may be sleeping on no longer applies.
+        self.changed.notify_one();
         BusyGuard {
             watch: Arc::clone(self),
         }
@@ -467,18 +515,18 @@ struct BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        let mut phase = self.watch.phase();
-        let now_idle = match *phase {
+        let mut s = self.watch.state();
+        let now_idle = match s.phase {
             Phase::Busy(n) if n > 1 => {
-                *phase = Phase::Busy(n - 1);
+                s.phase = Phase::Busy(n - 1);
                 false
             }
             _ => {
-                *phase = Phase::Idle(Instant::now());
+                s.phase = Phase::Idle(Instant::now());
                 true
             }
         };
-        drop(phase);
+        drop(s);
         if now_idle {
             self.watch.changed.notify_one();
         }
@@ -512,7 +560,13 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.watch.on_write(true),
+            Poll::Pending => self.watch.on_write(false),
+            _ => {}
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -520,7 +574,13 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.watch.on_write(true),
+            Poll::Pending => self.watch.on_write(false),
+            _ => {}
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

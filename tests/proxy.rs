@@ -338,3 +338,100 @@ async fn stalled_upstream_body_fails_and_is_not_stored() {
     );
     assert_eq!(s.proxy.store().entry_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_is_not_cut_by_the_header_read_timeout() {
+    let s = stack_with(Backend::Rwlock, Duration::ZERO, |c| {
+        c.header_read_timeout = Duration::from_secs(1)
+    })
+    .await;
+    // The request head arrives at once; the response takes twice the header read timeout.
+    let r = s.get("/slow?latency=2s").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 4096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stack_with(Backend::Rwlock, Duration::ZERO, |c| {
+        c.proxy.max_object_size = 64 << 20;
+        c.capacity = 256 << 20;
+        c.upstream.response_timeout = Duration::from_secs(2);
+        c.send_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let path = "/big?size=48MiB";
+    assert_eq!(s.get(path).await.body.len(), 48 << 20);
+    // The stack's client keeps its idle keep-alive connection: it is counted in `before`.
+    let before = s.proxy.connections.get();
+    // A hit whose 48 MiB the client never reads: the kernel buffers fill and writes stop.
+    let mut raw = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
+    raw.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", s.proxy.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    assert!(raw.read(&mut head).await.unwrap() > 0);
+    let connections = s.proxy.connections.clone();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while connections.get() > before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        connections.get(),
+        before,
+        "the stalled connection is closed after --send-timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_for_a_fill_gets_an_error_not_a_short_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CHUNK: usize = 64 << 10;
+    const CHUNKS: usize = 256; // 16 MiB, chunked
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = origin.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = origin.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nCache-Control: no-store\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let data = vec![b'x'; CHUNK];
+                for _ in 0..CHUNKS {
+                    let chunk = [format!("{CHUNK:x}\r\n").as_bytes(), &data, b"\r\n"].concat();
+                    if sock.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let mut config = proxy_config(origin_addr, Backend::Rwlock);
+    config.upstream.response_timeout = Duration::from_secs(1);
+    let proxy = cachet::server::start(config).await.unwrap();
+    let mut resp = client()
+        .get(format!("http://{}/chunked", proxy.addr))
+        .send()
+        .await
+        .unwrap();
+    let mut total = resp.chunk().await.unwrap().map_or(0, |c| c.len());
+    // The client pauses for longer than the fill waits on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ended_cleanly = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => total += c.len(),
+            Ok(None) => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        total == CHUNK * CHUNKS || !ended_cleanly,
+        "a short body ended as if whole: {total} of {} bytes",
+        CHUNK * CHUNKS
+    );
+}

@@ -2,7 +2,10 @@
 //! buffered for the store, and the refresh of a stale entry by a conditional request.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -12,10 +15,9 @@ use http::header::{
 };
 use http::request::Parts;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::body::{self, Body, BoxError};
 use crate::coalesce::{Leader, Outcome};
@@ -242,9 +244,13 @@ pub(super) async fn exchange(
 
     let (client_tx, client_rx) =
         mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
-    let client_body: Body = BodyExt::boxed(StreamBody::new(ReceiverStream::new(client_rx)));
-    let mut client_head = head.clone();
-    client_head.headers = head.headers.clone();
+    let complete = Arc::new(AtomicBool::new(false));
+    let client_body = ClientBody {
+        rx: client_rx,
+        complete: Arc::clone(&complete),
+    }
+    .boxed();
+    let client_head = head.clone();
     let listening = report
         .send(Head::Streaming {
             head: client_head,
@@ -268,7 +274,11 @@ pub(super) async fn exchange(
                 Err(_) => Some(Err(format!("upstream body stalled for {idle:?}").into())),
             };
         match next {
-            None => break,
+            None => {
+                // Set before the sender drops, so the client's body ends cleanly only now.
+                complete.store(true, Ordering::Release);
+                break;
+            }
             Some(Ok(frame)) => {
                 if let (Some(data), Some(buf)) = (frame.data_ref(), buffer.as_mut()) {
                     if buf.len() as u64 + data.len() as u64 > max {
@@ -329,6 +339,34 @@ fn strip_unshareable_fields(headers: &mut HeaderMap, cc: &CacheControl) {
                     headers.remove(n);
                 }
             }
+        }
+    }
+}
+
+/// The body a fill streams to the client that asked for it. The fill's end of the channel is
+/// dropped both when the upstream body is done and when the fill gives up on a client that does
+/// not read; only the first may look like a complete body, so the second ends the stream with an
+/// error (hyper then cuts the connection) instead of a clean, short end that a chunked response
+/// could not tell from a whole one.
+struct ClientBody {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+    complete: Arc<AtomicBool>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match ready!(self.rx.poll_recv(cx)) {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None if self.complete.load(Ordering::Acquire) => Poll::Ready(None),
+            None => Poll::Ready(Some(Err(
+                "the response was abandoned before its end (client too slow)".into(),
+            ))),
         }
     }
 }
