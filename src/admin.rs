@@ -7,7 +7,6 @@
 //! carry credentials, and health reveals nothing.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use crate::metrics::{Levels, RequestCounts, ALL_RESULTS};
 use crate::policy::key::cache_key;
 use crate::policy::vary::is_key_or_variant;
 use crate::proxy::Proxy;
-use crate::store::{Key, Store};
+use crate::store::Key;
 
 /// What the admin routes read and act on.
 pub struct AdminState {
@@ -327,13 +326,11 @@ pub fn purge(state: &AdminState, target: &PurgeTarget) -> u64 {
     match target {
         PurgeTarget::All => proxy.purge_all(),
         PurgeTarget::Url(url) if url.starts_with('/') => {
-            purge_paths(proxy.store().as_ref(), |path| is_key_or_variant(path, url))
+            purge_paths(proxy, |path| is_key_or_variant(path, url))
         }
         PurgeTarget::Url(key) => proxy.purge_url(key),
         PurgeTarget::Prefix(prefix) if prefix.starts_with('/') => {
-            purge_paths(proxy.store().as_ref(), |path| {
-                path.starts_with(prefix.as_str())
-            })
+            purge_paths(proxy, |path| path.starts_with(prefix.as_str()))
         }
         PurgeTarget::Prefix(prefix) => proxy.purge_prefix(prefix),
     }
@@ -342,16 +339,8 @@ pub fn purge(state: &AdminState, target: &PurgeTarget) -> u64 {
 /// Removes every entry whose key's path (what follows `scheme://authority`) matches, on every
 /// host. The proxy's own purges take a full key; a path-only purge needs the key split, which is
 /// done here over the store's `retain`.
-fn purge_paths(store: &dyn Store, doomed: impl Fn(&str) -> bool) -> u64 {
-    let removed = AtomicU64::new(0);
-    store.retain(&|key: &Key, _| {
-        let d = doomed(key_path(key.as_str()));
-        if d {
-            removed.fetch_add(1, Ordering::Relaxed);
-        }
-        !d
-    });
-    removed.into_inner()
+fn purge_paths(proxy: &Proxy, doomed: impl Fn(&str) -> bool) -> u64 {
+    proxy.purge_where(&|key: &Key| doomed(key_path(key.as_str())))
 }
 
 /// The path-and-query part of a cache key (`/a?b` of `http://host/a?b`), variant suffix included.

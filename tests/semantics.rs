@@ -476,3 +476,26 @@ async fn a_304_cookie_reaches_its_requester_but_is_not_stored() {
         "the cookie is not shared"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_during_a_revalidation_is_not_undone() {
+    let s = stack(Backend::Rwlock).await;
+    let path = "/pr?etag=1&latency=1s&cc=max-age%3D1";
+    assert!(s.get(path).await.cache_status().contains("stored"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Stale now: the next request revalidates, and the origin takes a second to answer 304.
+    let revalidation = {
+        let client = s.client.clone();
+        let url = s.url(path);
+        tokio::spawn(async move { Reply::read(client.get(url).send().await.unwrap()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.proxy.proxy.purge_all(), 1);
+    let r = revalidation.await.unwrap();
+    assert_eq!(r.status, 200, "the requester is still answered");
+    assert_eq!(
+        s.proxy.store().entry_count(),
+        0,
+        "the purged entry did not come back"
+    );
+}

@@ -135,6 +135,7 @@ pub(super) async fn exchange(
     stale: Option<Stale>,
     report: oneshot::Sender<Head>,
 ) {
+    let epoch = inner.purge_epoch();
     let validators = stale
         .as_ref()
         .map(|s| conditional::revalidation_headers(&s.entry.headers))
@@ -201,7 +202,7 @@ pub(super) async fn exchange(
                 refreshed.headers.remove(http::header::SET_COOKIE);
             }
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
-            let entry = inner.store_response(&key, &fill.headers, refreshed);
+            let entry = inner.store_response(&key, &fill.headers, refreshed, epoch);
             // Followers get the shared copy only.
             if let Some(l) = leader {
                 l.finish(Outcome::Shared(Arc::clone(&entry.0)));
@@ -323,7 +324,7 @@ pub(super) async fn exchange(
         cc,
         lifetime,
     };
-    let entry = inner.store_response(&key, &fill.headers, response);
+    let entry = inner.store_response(&key, &fill.headers, response, epoch);
     if let Some(l) = leader {
         l.finish(Outcome::Shared(entry.0));
     }

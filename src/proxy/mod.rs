@@ -125,6 +125,10 @@ struct Inner {
     config: ProxyConfig,
     revalidator: Revalidator,
     next_index_id: AtomicU64,
+    /// Bumped by every purge. A fill remembers it when it starts and stores nothing if a purge
+    /// came in meanwhile: what a purge removed must not come back from a response (or a 304
+    /// refreshing a stale copy) that was already on its way.
+    purge_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -210,6 +214,7 @@ impl Proxy {
                 config,
                 revalidator,
                 next_index_id: AtomicU64::new(1),
+                purge_epoch: AtomicU64::new(0),
             }),
         }
     }
@@ -236,7 +241,11 @@ impl Proxy {
         self.purge_where(&|_: &Key| true)
     }
 
-    fn purge_where(&self, doomed: &dyn Fn(&Key) -> bool) -> u64 {
+    /// Removes every stored entry whose key `doomed` picks, and keeps fills already in flight
+    /// from storing their responses. Returns the number of entries removed.
+    pub fn purge_where(&self, doomed: &dyn Fn(&Key) -> bool) -> u64 {
+        // Bumped before the sweep: a fill that stores after this point sees it.
+        self.inner.purge_epoch.fetch_add(1, Ordering::SeqCst);
         let removed = AtomicU64::new(0);
         self.inner.store.retain(&|k, _| {
             let d = doomed(k);
@@ -656,7 +665,27 @@ impl Inner {
     }
 
     /// Stores a complete response under `primary`, through a variant index when it has `Vary`.
+    /// The purge epoch now, for a fill about to start.
+    fn purge_epoch(&self) -> u64 {
+        self.purge_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Stores a complete response under `primary` (see [`Inner::insert_response`]), unless a
+    /// purge came in since `epoch`; either way returns it, for the requests waiting on it.
     fn store_response(
+        &self,
+        primary: &Key,
+        request: &HeaderMap,
+        response: CachedResponse,
+        epoch: u64,
+    ) -> StoredResponse {
+        if self.purge_epoch() != epoch {
+            return StoredResponse(Arc::new(Entry::Response(response)));
+        }
+        self.insert_response(primary, request, response)
+    }
+
+    fn insert_response(
         &self,
         primary: &Key,
         request: &HeaderMap,
