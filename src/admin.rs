@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
 use crate::metrics::{Levels, RequestCounts, ALL_RESULTS};
+use crate::policy::authority::Authority;
 use crate::policy::key::cache_key;
 use crate::policy::vary::is_key_or_variant;
 use crate::proxy::Proxy;
@@ -292,12 +293,9 @@ fn check_url(name: &'static str, value: String) -> Result<String, PurgeQueryErro
     if uri.scheme_str() != Some("http") || uri.authority().is_none() {
         return Err(bad());
     }
-    let (parts, ()) = Request::builder()
-        .uri(uri)
-        .body(())
-        .map_err(|_| bad())?
-        .into_parts();
-    Ok(cache_key(&parts, "http").as_str().to_string())
+    let authority = uri.authority().ok_or_else(bad)?;
+    let authority = Authority::parse(authority.as_str(), "http").map_err(|_| bad())?;
+    Ok(cache_key("http", &authority, &uri).as_str().to_string())
 }
 
 fn percent_decode(s: &str) -> Result<String, PurgeQueryError> {

@@ -395,6 +395,9 @@ impl ServeArgs {
                         cap: self.heuristic_cap,
                     },
                 },
+                // The target is part of the head: one longer than the whole head may be is
+                // answered 414, not 431.
+                max_target_size: self.max_header_size as usize,
             },
             header_read_timeout: self.header_read_timeout,
             keepalive_timeout: self.keepalive_timeout,

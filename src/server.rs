@@ -34,7 +34,6 @@ use crate::admin::AdminState;
 use crate::body::{self, Body};
 use crate::config::{LogFormat, ServeConfig};
 use crate::metrics::{GaugeGuard, Levels, LiveGauge, RequestCounts};
-use crate::policy::key::cache_key;
 use crate::proxy::{CacheResult, Proxy, UpstreamTime};
 use crate::revalidate::{Revalidator, Workers};
 use crate::store::Store;
@@ -223,8 +222,11 @@ async fn accept_loop(
         // docs for why hyper's timer is switched off.
         .header_read_timeout(None)
         .keep_alive(!config.keepalive_timeout.is_zero())
-        // hyper answers 431 when a request head does not fit in its read buffer.
-        .max_buf_size(config.max_header_size);
+        // hyper answers 431 when a request head does not fit in its read buffer, and 414 for a
+        // target over 64 KiB that does. The buffer leaves room for such a target beyond the head
+        // limit, so that an over-long target gets 414; the proxy answers 414 itself for one
+        // over --max-header-size.
+        .max_buf_size(config.max_header_size + (128 << 10));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -656,7 +658,10 @@ fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<
         return resp;
     }
     let (parts, _body) = req.into_parts();
-    let key = cache_key(&parts, "http");
+    let key = match shared.proxy.key_of(&parts) {
+        Ok(key) => key,
+        Err(refusal) => return refusal,
+    };
     let purged = shared.proxy.purge_url(key.as_str());
     tracing::info!(%ip, key = key.as_str(), purged, "PURGE");
     let text = serde_json::json!({ "purged": purged, "key": key.as_str() }).to_string() + "\n";

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST, VIA};
+use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, VIA};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -57,6 +57,8 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
+    /// The authority a request without one (HTTP/1.0 without `Host`) is keyed and sent under.
+    default_authority: crate::policy::authority::Authority,
     config: UpstreamConfig,
 }
 
@@ -86,11 +88,18 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
         let base_path = config.url.path().trim_end_matches('/').to_string();
+        let default_authority =
+            crate::policy::authority::Authority::parse(authority.as_str(), scheme.as_str())
+                .unwrap_or_else(|_| {
+                    crate::policy::authority::Authority::parse("localhost", "http")
+                        .expect("a valid literal")
+                });
         Upstream {
             client,
             scheme,
             authority,
             base_path,
+            default_authority,
             config,
         }
     }
@@ -98,6 +107,11 @@ impl Upstream {
     /// How long the upstream may take to answer, and to send each part of a body.
     pub fn response_timeout(&self) -> Duration {
         self.config.response_timeout
+    }
+
+    /// The authority of requests that name none (HTTP/1.0 without `Host`): the upstream's.
+    pub fn default_authority(&self) -> &crate::policy::authority::Authority {
+        &self.default_authority
     }
 
     /// The upstream's `host:port`.
@@ -124,13 +138,21 @@ impl Upstream {
     }
 
     /// Turns a client's request into the one sent upstream: the target rewritten to the upstream,
-    /// hop-by-hop fields removed, `Via` and `X-Forwarded-For` added. The client's `Host` is kept
-    /// so that name-based virtual hosts upstream see what the client asked for.
+    /// hop-by-hop fields removed, `Via` and `X-Forwarded-For` added, and `Host` set to the
+    /// request's effective `authority` (whatever `Host` the client sent), so that name-based
+    /// virtual hosts upstream are asked for exactly what the response will be keyed under.
+    ///
+    /// The client's `Content-Length` and `Transfer-Encoding` are never forwarded: hyper frames
+    /// the request from `body` itself (its exact size, or chunked), so the framing always
+    /// describes the bytes actually sent. `Expect` goes too: the client's expectation was met by
+    /// this hop.
+    #[allow(clippy::too_many_arguments)]
     pub fn prepare(
         &self,
         method: Method,
         uri: &Uri,
         headers: &HeaderMap,
+        authority: &crate::policy::authority::Authority,
         version: Version,
         client: Option<SocketAddr>,
         body: Body,
@@ -145,10 +167,12 @@ impl Upstream {
             .unwrap_or_else(|_| Uri::from_static("/"));
         let mut headers = headers.clone();
         strip_hop_by_hop(&mut headers);
-        if !headers.contains_key(HOST) {
-            if let Ok(v) = HeaderValue::from_str(self.authority.as_str()) {
-                headers.insert(HOST, v);
-            }
+        headers.remove(CONTENT_LENGTH);
+        headers.remove(TRANSFER_ENCODING);
+        headers.remove(EXPECT);
+        headers.remove(HOST);
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, v);
         }
         add_via(&mut headers, version);
         if let Some(addr) = client {

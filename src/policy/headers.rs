@@ -1,8 +1,8 @@
 //! Header hygiene for a proxy: hop-by-hop fields never cross us (RFC 9110 7.6.1).
 
 use http::header::{
-    HeaderMap, HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// Removes hop-by-hop fields: the fixed list, and every field `Connection` names.
@@ -32,6 +32,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Removes a received `Content-Length` that came beside `Transfer-Encoding` (RFC 9112 6.3 rule
+/// 3: the transfer coding decides the length, and an intermediary MUST remove the
+/// `Content-Length` before forwarding). hyper reads such a body by its transfer coding; a copied
+/// `Content-Length` would then frame the bytes sent on with a length they do not have.
+pub fn drop_framing_copied_beside_chunked(headers: &mut HeaderMap) {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +65,20 @@ mod tests {
                     ("content-type", "text/plain"),
                 ],
                 vec!["content-type"],
+            ),
+            (
+                "9112 6.3 Content-Length beside Transfer-Encoding is removed",
+                vec![
+                    ("transfer-encoding", "chunked"),
+                    ("content-length", "3"),
+                    ("etag", "\"e\""),
+                ],
+                vec!["etag"],
+            ),
+            (
+                "9112 6.3 Content-Length alone is kept",
+                vec![("content-length", "3")],
+                vec!["content-length"],
             ),
             (
                 "9110 7.6.1 fields named by Connection",
@@ -100,6 +124,7 @@ mod tests {
                     HeaderValue::from_str(v).unwrap(),
                 );
             }
+            drop_framing_copied_beside_chunked(&mut h);
             strip_hop_by_hop(&mut h);
             let mut got: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
             got.sort_unstable();

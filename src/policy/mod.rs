@@ -4,6 +4,7 @@
 //! RFC 9111 (caching), RFC 5861 (stale content), RFC 9211 (`Cache-Status`), and the parts of
 //! RFC 9110 a cache answers for (conditional and range requests).
 
+pub mod authority;
 pub mod cache_control;
 pub mod cache_status;
 pub mod conditional;

@@ -22,8 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::body::{self, Body, BoxError};
 use crate::coalesce::{Leader, Outcome};
 use crate::metrics;
+use crate::policy::authority::Authority;
 use crate::policy::cache_control::FieldScope;
 use crate::policy::conditional;
+use crate::policy::headers::drop_framing_copied_beside_chunked;
 use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::storable::storable;
 use crate::policy::targeted;
@@ -71,15 +73,17 @@ pub(super) enum Head {
 /// decided on.
 pub(super) struct FillRequest {
     uri: http::Uri,
+    authority: Authority,
     version: http::Version,
     client: Option<SocketAddr>,
     headers: HeaderMap,
 }
 
 impl FillRequest {
-    pub(super) fn new(parts: &Parts, client: Option<SocketAddr>) -> Self {
+    pub(super) fn new(parts: &Parts, authority: Authority, client: Option<SocketAddr>) -> Self {
         FillRequest {
             uri: parts.uri.clone(),
+            authority,
             version: parts.version,
             client,
             headers: fill_request_headers(&parts.headers),
@@ -100,6 +104,7 @@ impl FillRequest {
             Method::GET,
             &self.uri,
             &headers,
+            &self.authority,
             self.version,
             self.client,
             body::empty(),
@@ -180,6 +185,7 @@ pub(super) async fn exchange(
         Ok(r) => r,
     };
     let (mut head, mut body) = response.into_parts();
+    drop_framing_copied_beside_chunked(&mut head.headers);
     strip_hop_by_hop(&mut head.headers);
     add_via(&mut head.headers, head.version);
 

@@ -27,10 +27,11 @@ use tokio::sync::oneshot;
 use crate::body::{self, Body, BoxError};
 use crate::coalesce::{Coalescer, Flight, Leader};
 use crate::metrics;
+use crate::policy::authority::{effective_authority, Authority};
 use crate::policy::cache_control::request_no_cache;
 use crate::policy::conditional::{self, Precondition};
 use crate::policy::freshness::{current_age, decide, freshness_lifetime, Stored};
-use crate::policy::headers::strip_hop_by_hop;
+use crate::policy::headers::{drop_framing_copied_beside_chunked, strip_hop_by_hop};
 use crate::policy::key::{cache_key, same_origin_key};
 use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
@@ -45,7 +46,7 @@ mod respond;
 use fill::{exchange, FillRequest, Head, Stale};
 pub use respond::CACHE_STATUS;
 use respond::{
-    apply_range, error_response, only_if_cached_miss, precondition_response, serve_stored,
+    apply_range, error_response, only_if_cached_miss, precondition_response, refused, serve_stored,
 };
 
 /// How the proxy treats requests, beyond what the RFCs fix.
@@ -59,6 +60,8 @@ pub struct ProxyConfig {
     pub stale_if_error: Duration,
     /// What may be stored.
     pub rules: StoreRules,
+    /// The longest request target (path and query) accepted; longer ones get 414.
+    pub max_target_size: usize,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +71,7 @@ impl Default for ProxyConfig {
             coalesce_timeout: Duration::from_secs(10),
             stale_if_error: Duration::ZERO,
             rules: StoreRules::default(),
+            max_target_size: 64 << 10,
         }
     }
 }
@@ -257,6 +261,12 @@ impl Proxy {
         removed.into_inner()
     }
 
+    /// The cache key a request is stored under (its validated effective authority and target),
+    /// or the refusal the proxy would answer it with; used by PURGE.
+    pub fn key_of(&self, parts: &Parts) -> Result<Key, Response<Body>> {
+        self.inner.target(parts).map(|t| t.key)
+    }
+
     /// Handles one client request.
     pub async fn handle(
         &self,
@@ -265,11 +275,31 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let mut resp = if policy::is_cacheable_method(&parts.method) {
-            self.inner.clone().lookup_and_serve(parts, client).await
-        } else {
-            let body = body.map_err(BoxError::from).boxed();
-            self.inner.clone().pass(parts, body, client).await
+        let mut resp = match self.inner.target(&parts) {
+            Err(refusal) => refusal,
+            Ok(target) => {
+                // A GET or HEAD that carries content is not a lookup: its response may depend
+                // on the content, and a fill would send the request without it. It is passed
+                // through with its body, framed by hyper from what is actually sent.
+                let has_body = !http_body::Body::is_end_stream(&body);
+                if policy::is_cacheable_method(&parts.method) && !has_body {
+                    self.inner
+                        .clone()
+                        .lookup_and_serve(parts, target, client)
+                        .await
+                } else {
+                    let detail = if has_body && policy::is_cacheable_method(&parts.method) {
+                        "request-body"
+                    } else {
+                        "method"
+                    };
+                    let body = body.map_err(BoxError::from).boxed();
+                    self.inner
+                        .clone()
+                        .pass(parts, target, body, client, detail)
+                        .await
+                }
+            }
         };
         let result = *resp
             .extensions_mut()
@@ -279,7 +309,51 @@ impl Proxy {
     }
 }
 
+/// What a request is about once its target is validated: the effective authority (for the
+/// upstream `Host`) and the cache key built from it. Both come from one computation, so the key
+/// a response is stored under always names the authority the upstream was asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) authority: Authority,
+    pub(crate) key: Key,
+}
+
+/// The scheme of the listener: the key's scheme, whatever a client writes in its target.
+const SCHEME: &str = "http";
+
 impl Inner {
+    /// Validates the request target and computes its one effective authority, or answers the
+    /// refusal: 400 for a bad or ambiguous authority, 501 for CONNECT, 414 for a target longer
+    /// than the head limit.
+    fn target(&self, parts: &Parts) -> Result<Target, Response<Body>> {
+        if parts.method == Method::CONNECT {
+            return Err(refused(
+                StatusCode::NOT_IMPLEMENTED,
+                "CONNECT is not supported: this is a reverse proxy",
+            ));
+        }
+        let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if target_len > self.config.max_target_size {
+            return Err(refused(StatusCode::URI_TOO_LONG, "request target too long"));
+        }
+        let head: usize = target_len
+            + parts
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head > self.config.max_target_size {
+            return Err(refused(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header fields too large",
+            ));
+        }
+        let authority = effective_authority(parts, SCHEME, self.upstream.default_authority())
+            .map_err(|e| refused(StatusCode::BAD_REQUEST, &format!("bad request: {e}")))?;
+        let key = cache_key(SCHEME, &authority, &parts.uri);
+        Ok(Target { authority, key })
+    }
+
     fn lookup(&self, key: &Key, headers: &HeaderMap) -> Lookup {
         let Some(entry) = self.store.get(key) else {
             return Lookup::Miss(Fwd::UriMiss);
@@ -312,9 +386,10 @@ impl Inner {
     async fn lookup_and_serve(
         self: Arc<Self>,
         parts: Parts,
+        target: Target,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let key = cache_key(&parts, "http");
+        let key = target.key.clone();
         let req_cc = CacheControl::from_headers(&parts.headers);
         let no_cache = request_no_cache(&parts.headers, &req_cc);
 
@@ -342,7 +417,7 @@ impl Inner {
                         return serve_stored(&parts, stored, age, CacheStatus::hit(ttl), result);
                     }
                     Decision::StaleWhileRevalidate { ttl } => {
-                        self.refresh_in_background(&parts, &found);
+                        self.refresh_in_background(&parts, &target, &found);
                         let mut status = CacheStatus::hit(ttl);
                         status.detail = Some("stale-while-revalidate".into());
                         return serve_stored(&parts, stored, age, status, CacheResult::Stale);
@@ -370,7 +445,7 @@ impl Inner {
                             serve_on_error: stale_if_error,
                         };
                         return self
-                            .coalesced_fetch(parts, key, &flight, Some(stale), status, client)
+                            .coalesced_fetch(parts, target, &flight, Some(stale), status, client)
                             .await;
                     }
                 }
@@ -386,10 +461,9 @@ impl Inner {
         if parts.method == Method::HEAD {
             let mut status = CacheStatus::forward(fwd);
             status.detail = Some("head".into());
-            return self.forward_uncached(parts, client, status).await;
+            return self.forward_uncached(parts, &target, client, status).await;
         }
-        let flight = key.clone();
-        self.coalesced_fetch(parts, key, &flight, None, CacheStatus::forward(fwd), client)
+        self.coalesced_fetch(parts, target, &key, None, CacheStatus::forward(fwd), client)
             .await
     }
 
@@ -399,7 +473,7 @@ impl Inner {
     async fn coalesced_fetch(
         self: Arc<Self>,
         parts: Parts,
-        primary: Key,
+        target: Target,
         flight: &Key,
         stale: Option<Stale>,
         mut status: CacheStatus,
@@ -407,7 +481,7 @@ impl Inner {
     ) -> Response<Body> {
         match self.coalescer.join(flight) {
             Flight::Leader(leader) => {
-                self.fetch(parts, primary, Some(leader), stale, status, client)
+                self.fetch(parts, target, Some(leader), stale, status, client)
                     .await
             }
             Flight::Follower(follower) => {
@@ -421,21 +495,20 @@ impl Inner {
                         return serve_stored(&parts, &stored, age, status, CacheResult::Coalesced);
                     }
                 }
-                self.fetch(parts, primary, None, stale, status, client)
-                    .await
+                self.fetch(parts, target, None, stale, status, client).await
             }
         }
     }
 
     /// Queues a background refresh of a stale entry (RFC 5861 stale-while-revalidate). One key is
     /// refreshed once at a time (the coalescer's leader role); a full queue drops the refresh.
-    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, found: &Found) {
+    fn refresh_in_background(self: &Arc<Self>, parts: &Parts, target: &Target, found: &Found) {
         let Flight::Leader(leader) = self.coalescer.join(&found.key) else {
             return; // already being refreshed
         };
         let inner = Arc::clone(self);
-        let primary = cache_key(parts, "http");
-        let fill = FillRequest::new(parts, None);
+        let primary = target.key.clone();
+        let fill = FillRequest::new(parts, target.authority.clone(), None);
         let stale = Stale {
             entry: found.entry.clone(),
             serve_on_error: false,
@@ -458,13 +531,14 @@ impl Inner {
     async fn fetch(
         self: Arc<Self>,
         parts: Parts,
-        key: Key,
+        target: Target,
         leader: Option<Leader>,
         stale: Option<Stale>,
         mut status: CacheStatus,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
-        let fill = FillRequest::new(&parts, client);
+        let key = target.key;
+        let fill = FillRequest::new(&parts, target.authority, client);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(exchange(Arc::clone(&self), fill, key, leader, stale, tx));
         let head = match rx.await {
@@ -549,10 +623,11 @@ impl Inner {
     async fn forward_uncached(
         self: Arc<Self>,
         parts: Parts,
+        target: &Target,
         client: Option<SocketAddr>,
         status: CacheStatus,
     ) -> Response<Body> {
-        let request = self.upstream_request(&parts, client, body::empty());
+        let request = self.upstream_request(&parts, &target.authority, client, body::empty());
         self.relay(request, status, CacheResult::Miss, |_| {}).await
     }
 
@@ -561,13 +636,15 @@ impl Inner {
     async fn pass(
         self: Arc<Self>,
         parts: Parts,
+        target: Target,
         body: Body,
         client: Option<SocketAddr>,
+        detail: &'static str,
     ) -> Response<Body> {
         let mut status = CacheStatus::forward(Fwd::Bypass);
-        status.detail = Some("method".into());
-        let key = cache_key(&parts, "http");
-        let request = self.upstream_request(&parts, client, body);
+        status.detail = Some(detail.into());
+        let key = target.key;
+        let request = self.upstream_request(&parts, &target.authority, client, body);
         self.relay(request, status, CacheResult::Bypass, |head| {
             if !policy::invalidates(&parts.method, head.status) {
                 return;
@@ -587,10 +664,12 @@ impl Inner {
         .await
     }
 
-    /// The client's request as it goes upstream, unchanged but for hop-by-hop hygiene.
+    /// The client's request as it goes upstream: hop-by-hop hygiene, `Host` set to the
+    /// effective authority, framing left to hyper (see [`Upstream::prepare`]).
     fn upstream_request(
         &self,
         parts: &Parts,
+        authority: &Authority,
         client: Option<SocketAddr>,
         body: Body,
     ) -> Request<Body> {
@@ -598,6 +677,7 @@ impl Inner {
             parts.method.clone(),
             &parts.uri,
             &parts.headers,
+            authority,
             parts.version,
             client,
             body,
@@ -620,6 +700,7 @@ impl Inner {
                 let elapsed = started.elapsed();
                 metrics::record_upstream(elapsed);
                 let (mut head, body) = resp.into_parts();
+                drop_framing_copied_beside_chunked(&mut head.headers);
                 strip_hop_by_hop(&mut head.headers);
                 add_via(&mut head.headers, head.version);
                 on_head(&head);

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
-    CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY,
+    HeaderMap, HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH,
+    CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY,
 };
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -140,6 +140,24 @@ pub(super) fn error_response(
     if let Some(t) = upstream_time {
         resp.extensions_mut().insert(UpstreamTime(t));
     }
+    resp
+}
+
+/// The proxy's refusal of a request it will neither look up nor forward (a bad authority, a
+/// method it does not proxy). The connection is closed after it: a request refused before its
+/// body was read leaves that body unread on the wire, and nothing after it can be trusted to
+/// start a new request.
+pub(super) fn refused(code: StatusCode, reason: &str) -> Response<Body> {
+    let mut resp = Response::new(body::full(format!("{reason}\n")));
+    *resp.status_mut() = code;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    resp.extensions_mut().insert(CacheResult::Error);
     resp
 }
 
