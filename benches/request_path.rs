@@ -105,6 +105,8 @@ fn hit_path(c: &mut Criterion) {
                 connect_timeout: Duration::from_millis(100),
                 response_timeout: Duration::from_millis(100),
                 pool_idle_timeout: Duration::from_secs(1),
+                max_concurrency: 64,
+                queue_timeout: Duration::from_millis(100),
             });
             let (revalidator, _workers) = Revalidator::start(1, 1);
             let proxy = Proxy::new(store, upstream, ProxyConfig::default(), revalidator);

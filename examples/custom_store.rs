@@ -74,6 +74,10 @@ impl Store for FifoStore {
         }
     }
 
+    fn contains(&self, key: &Key) -> bool {
+        self.lock().map.contains_key(key)
+    }
+
     fn remove(&self, key: &Key) -> Option<Arc<Entry>> {
         let mut fifo = self.lock();
         let (entry, size) = fifo.map.remove(key)?;
@@ -82,21 +86,13 @@ impl Store for FifoStore {
         Some(entry)
     }
 
-    fn retain(&self, keep: &dyn Fn(&Key, &Entry) -> bool) {
-        let mut fifo = self.lock();
-        let doomed: Vec<Key> = fifo
+    fn keys_where(&self, pick: &dyn Fn(&Key) -> bool) -> Vec<Key> {
+        self.lock()
             .map
-            .iter()
-            .filter(|(k, (e, _))| !keep(k, e))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in doomed {
-            if let Some((_, size)) = fifo.map.remove(&key) {
-                fifo.bytes -= size;
-            }
-        }
-        let Fifo { map, order, .. } = &mut *fifo;
-        order.retain(|k| map.contains_key(k));
+            .keys()
+            .filter(|k| pick(k))
+            .cloned()
+            .collect()
     }
 
     fn weighted_size(&self) -> u64 {

@@ -110,6 +110,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
     pub upstream_timeout: Duration,
 
+    /// Upstream exchanges in flight at once (fills and pass-throughs; a fill whose client left
+    /// still counts until it ends). Requests past it wait up to --upstream-queue-timeout, then
+    /// get 503.
+    #[arg(long, env = "CACHET_UPSTREAM_MAX_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits and timeouts")]
+    pub upstream_max_concurrency: u32,
+
+    /// How long a request waits for an upstream exchange slot before it is answered 503.
+    #[arg(long, env = "CACHET_UPSTREAM_QUEUE_TIMEOUT", default_value = "5s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
+    pub upstream_queue_timeout: Duration,
+
     /// Time a client has to send its request headers, from the connection's start or the first
     /// byte of a request (against slowloris); the connection is closed after it.
     #[arg(long, env = "CACHET_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
@@ -380,6 +390,8 @@ impl ServeArgs {
                 connect_timeout: self.connect_timeout,
                 response_timeout: self.upstream_timeout,
                 pool_idle_timeout: Duration::from_secs(90),
+                max_concurrency: self.upstream_max_concurrency as usize,
+                queue_timeout: self.upstream_queue_timeout,
             },
             backend: self.backend,
             moka_policy: self.moka_policy,
@@ -395,9 +407,7 @@ impl ServeArgs {
                         cap: self.heuristic_cap,
                     },
                 },
-                // The target is part of the head: one longer than the whole head may be is
-                // answered 414, not 431.
-                max_target_size: self.max_header_size as usize,
+                max_head_size: self.max_header_size as usize,
             },
             header_read_timeout: self.header_read_timeout,
             keepalive_timeout: self.keepalive_timeout,
@@ -430,6 +440,8 @@ impl ServeConfig {
                 connect_timeout: Duration::from_secs(5),
                 response_timeout: Duration::from_secs(30),
                 pool_idle_timeout: Duration::from_secs(90),
+                max_concurrency: 256,
+                queue_timeout: Duration::from_secs(5),
             },
             backend: Backend::Moka,
             moka_policy: MokaPolicy::Tinylfu,

@@ -58,6 +58,11 @@ pub fn record_upstream(elapsed: Duration) {
     metrics::histogram!("cachet_upstream_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// Counts a request refused 503 because every upstream exchange slot stayed busy.
+pub fn record_upstream_busy() {
+    metrics::counter!("cachet_upstream_busy_total").increment(1);
+}
+
 /// Counts a background refresh dropped because the queue was full.
 pub fn record_refresh_dropped() {
     metrics::counter!("cachet_refresh_dropped_total").increment(1);

@@ -121,12 +121,10 @@ pub fn start_with_admin(
     let (revalidator, workers) =
         Revalidator::start(config.revalidate_workers, config.revalidate_queue);
     let upstream = Upstream::new(config.upstream.clone());
-    let proxy = Proxy::new(
-        Arc::clone(&store),
-        upstream,
-        config.proxy.clone(),
-        revalidator,
-    );
+    // One head limit: the one hyper's read buffer is sized from.
+    let mut proxy_config = config.proxy.clone();
+    proxy_config.max_head_size = config.max_header_size;
+    let proxy = Proxy::new(Arc::clone(&store), upstream, proxy_config, revalidator);
     let connections = LiveGauge::new();
     let in_flight = LiveGauge::new();
     let counts = Arc::new(RequestCounts::default());
@@ -660,7 +658,7 @@ fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<
     let (parts, _body) = req.into_parts();
     let key = match shared.proxy.key_of(&parts) {
         Ok(key) => key,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let purged = shared.proxy.purge_url(key.as_str());
     tracing::info!(%ip, key = key.as_str(), purged, "PURGE");

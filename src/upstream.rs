@@ -1,6 +1,9 @@
 //! The upstream client: pooled connections, timeouts, and header hygiene on the way out.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, VIA};
@@ -10,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
 use crate::policy::headers::strip_hop_by_hop;
@@ -24,6 +28,14 @@ pub enum UpstreamError {
     /// timeout: 504.
     #[error("upstream timed out after {0:?}")]
     Timeout(Duration),
+    /// Every one of the upstream's exchange slots stayed busy for the queue timeout: 503.
+    #[error("upstream busy: {limit} exchanges in flight for {waited:?}")]
+    Busy {
+        /// The bound (`--upstream-max-concurrency`).
+        limit: usize,
+        /// How long the request waited for a slot.
+        waited: Duration,
+    },
 }
 
 impl UpstreamError {
@@ -32,6 +44,16 @@ impl UpstreamError {
         match self {
             UpstreamError::Unreachable(_) => http::StatusCode::BAD_GATEWAY,
             UpstreamError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Busy { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short name of the failure for `Cache-Status` details and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Unreachable(_) => "upstream-unreachable",
+            UpstreamError::Timeout(_) => "upstream-timeout",
+            UpstreamError::Busy { .. } => "upstream-busy",
         }
     }
 }
@@ -48,6 +70,12 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Upstream exchanges in flight at once, fills and pass-throughs together; a fill whose
+    /// client has gone still counts until it ends. One client must not be able to turn its
+    /// requests into an unbounded number of upstream connections.
+    pub max_concurrency: usize,
+    /// How long a request waits for one of those slots before it is answered 503.
+    pub queue_timeout: Duration,
 }
 
 /// A pooled HTTP/1.1 client for one upstream.
@@ -59,8 +87,15 @@ pub struct Upstream {
     base_path: String,
     /// The authority a request without one (HTTP/1.0 without `Host`) is keyed and sent under.
     default_authority: crate::policy::authority::Authority,
+    /// One permit per exchange in flight; see [`UpstreamConfig::max_concurrency`].
+    slots: Arc<Semaphore>,
     config: UpstreamConfig,
 }
+
+/// The right to run one upstream exchange, held until its response body is done or dropped.
+/// [`Upstream::send`] asks for one by reference, so no exchange can skip the bound.
+#[derive(Debug)]
+pub struct UpstreamPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,14 +129,39 @@ impl Upstream {
                     crate::policy::authority::Authority::parse("localhost", "http")
                         .expect("a valid literal")
                 });
+        let slots = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
         Upstream {
             client,
             scheme,
             authority,
             base_path,
             default_authority,
+            slots,
             config,
         }
+    }
+
+    /// Waits (at most the queue timeout) for an exchange slot. Callers take it *before* they
+    /// spawn anything: a client that leaves while waiting drops the wait and costs nothing
+    /// upstream.
+    pub async fn acquire(&self) -> Result<UpstreamPermit, UpstreamError> {
+        let wait = self.config.queue_timeout;
+        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(UpstreamPermit(permit)),
+            // The semaphore is never closed; treat it like a full queue all the same.
+            Ok(Err(_)) | Err(_) => {
+                crate::metrics::record_upstream_busy();
+                Err(UpstreamError::Busy {
+                    limit: self.config.max_concurrency,
+                    waited: wait,
+                })
+            }
+        }
+    }
+
+    /// Exchange slots free now (for tests and stats).
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
     }
 
     /// How long the upstream may take to answer, and to send each part of a body.
@@ -120,8 +180,12 @@ impl Upstream {
     }
 
     /// Sends a request prepared by [`Upstream::prepare`] and waits for the response headers, within
-    /// the response timeout.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    /// the response timeout. `_permit` is the slot the caller holds for the whole exchange.
+    pub async fn send(
+        &self,
+        _permit: &UpstreamPermit,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let timeout = self.config.response_timeout;
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
@@ -209,6 +273,48 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(VIA, v);
+    }
+}
+
+/// A response body that holds the exchange's slot until it ends or is dropped (a client that
+/// leaves drops it, and with it the upstream connection and the slot).
+pub struct HeldBody<B> {
+    body: B,
+    permit: Option<UpstreamPermit>,
+}
+
+impl<B> HeldBody<B> {
+    /// `body`, keeping `permit` for as long as it is read.
+    pub fn new(body: B, permit: UpstreamPermit) -> Self {
+        HeldBody {
+            body,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for HeldBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // The exchange is over: free the slot now, not when hyper drops the body.
+            self.permit = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -110,13 +110,16 @@ fn hot_keys_survive_a_scan(backend: Backend) {
     );
 }
 
-fn retain_removes_what_it_should(backend: Backend) {
+fn keys_where_and_remove_many_remove_what_they_should(backend: Backend) {
     let store = build(backend, 1 << 20);
     for i in 0..10 {
         store.insert(Key::new(format!("a/{i}")), Arc::new(Entry::synthetic(10)));
         store.insert(Key::new(format!("b/{i}")), Arc::new(Entry::synthetic(10)));
     }
-    store.retain(&|k, _| !k.as_str().starts_with("a/"));
+    let doomed = store.keys_where(&|k| k.as_str().starts_with("a/"));
+    assert_eq!(doomed.len(), 10);
+    assert_eq!(store.remove_many(&doomed), 10);
+    assert_eq!(store.remove_many(&doomed), 0, "already gone");
     for i in 0..10 {
         assert!(store.get(&Key::new(format!("a/{i}"))).is_none());
         assert!(store.get(&Key::new(format!("b/{i}"))).is_some());
@@ -183,7 +186,7 @@ macro_rules! conformance {
             #[test] fn oversized_entry_is_refused() { super::oversized_entry_is_refused($backend) }
             #[test] fn flood_stays_under_capacity() { super::flood_stays_under_capacity($backend) }
             #[test] fn hot_keys_survive_a_scan() { super::hot_keys_survive_a_scan($backend) }
-            #[test] fn retain_removes_what_it_should() { super::retain_removes_what_it_should($backend) }
+            #[test] fn keys_where_and_remove_many_remove_what_they_should() { super::keys_where_and_remove_many_remove_what_they_should($backend) }
             #[test] fn concurrent_use() { super::concurrent_use($backend) }
         }
     )*};

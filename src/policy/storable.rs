@@ -55,6 +55,29 @@ pub enum NotStorable {
     Incomplete,
 }
 
+impl NotStorable {
+    /// True when the reason lies in the response, so that the next response for the URL will
+    /// most likely not be storable either: such URLs are remembered as hit-for-miss and their
+    /// requests are not coalesced. A reason in the request (its method, its `no-store`, its
+    /// `Authorization`) says nothing about the next request, and a cut-off body nothing about
+    /// the next response.
+    pub fn is_response_caused(self) -> bool {
+        match self {
+            NotStorable::Status
+            | NotStorable::NoStore
+            | NotStorable::Private
+            | NotStorable::SetCookie
+            | NotStorable::VaryStar
+            | NotStorable::NoFreshness
+            | NotStorable::TooLarge => true,
+            NotStorable::Method
+            | NotStorable::RequestNoStore
+            | NotStorable::Authorization
+            | NotStorable::Incomplete => false,
+        }
+    }
+}
+
 /// Status codes whose semantics this cache implements, for `must-understand` (RFC 9111 5.2.2.3).
 pub fn understood(status: StatusCode) -> bool {
     matches!(
@@ -129,6 +152,27 @@ pub fn storable(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn response_caused_reasons_table() {
+        use super::NotStorable::*;
+        let rows = [
+            (Method, false),
+            (Status, true),
+            (RequestNoStore, false),
+            (NoStore, true),
+            (Private, true),
+            (Authorization, false),
+            (SetCookie, true),
+            (VaryStar, true),
+            (NoFreshness, true),
+            (TooLarge, true),
+            (Incomplete, false),
+        ];
+        for (reason, want) in rows {
+            assert_eq!(reason.is_response_caused(), want, "{reason}");
+        }
+    }
+
     use super::*;
 
     use super::super::test_support::headers;

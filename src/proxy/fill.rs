@@ -31,7 +31,7 @@ use crate::policy::storable::storable;
 use crate::policy::targeted;
 use crate::policy::{CacheControl, NotStorable};
 use crate::store::{CachedResponse, Key};
-use crate::upstream::{add_via, Upstream, UpstreamError};
+use crate::upstream::{add_via, Upstream, UpstreamError, UpstreamPermit};
 
 use super::{Inner, StoredResponse};
 
@@ -56,12 +56,17 @@ pub(super) enum Head {
     /// `private`-listed fields, which the stored (shared) copy leaves out.
     Refreshed {
         requester: Box<CachedResponse>,
+        /// Whether the refreshed entry is in the store (a purge may have voided it).
+        stored: bool,
         elapsed: Duration,
     },
-    /// A full response: its head, whether it will be stored (with its ttl), and the body.
+    /// A full response: its head, whether it may be stored (with its ttl), whether it is in the
+    /// store already (a small body is read whole and stored before the head is reported), and
+    /// the body.
     Streaming {
         head: http::response::Parts,
         verdict: Result<i64, NotStorable>,
+        stored: bool,
         body: Body,
         elapsed: Duration,
     },
@@ -129,18 +134,33 @@ fn fill_request_headers(headers: &HeaderMap) -> HeaderMap {
 
 const CLIENT_CHANNEL_FRAMES: usize = 16;
 
+/// A storable response that declares a body of at most this many bytes is read whole, and
+/// stored, before its head goes to the client, if the body arrives within
+/// [`READ_WHOLE_WITHIN`]: the client then gets an honest `stored` (RFC 9211) and a body from
+/// memory, and has waited only for bytes that typically came in the same packets as the head.
+/// A slower body, a larger or a chunked one is streamed as it arrives, and its `Cache-Status`
+/// cannot say `stored` (it may yet be cut off, outgrow the object limit, or be purged).
+const READ_WHOLE_UP_TO: u64 = 64 << 10;
+
+/// How long a small body may take to arrive before it is streamed instead.
+const READ_WHOLE_WITHIN: Duration = Duration::from_millis(20);
+
 /// One upstream exchange that may fill the store. Runs in its own task or on a revalidation worker;
 /// reports the response head on `report` (ignored when nobody listens) and keeps reading the body
 /// for the store even after the client is gone.
+///
+/// `permit` is the exchange's upstream slot; it is held until the fill ends, so fills that
+/// outlive their clients still count against the upstream bound.
 pub(super) async fn exchange(
     inner: Arc<Inner>,
+    permit: UpstreamPermit,
     fill: FillRequest,
     key: Key,
-    leader: Option<Leader>,
+    mut leader: Option<Leader>,
     stale: Option<Stale>,
     report: oneshot::Sender<Head>,
 ) {
-    let epoch = inner.purge_epoch();
+    let ticket = inner.fills.begin(&key);
     let validators = stale
         .as_ref()
         .map(|s| conditional::revalidation_headers(&s.entry.headers))
@@ -149,7 +169,7 @@ pub(super) async fn exchange(
     let started = Instant::now();
     let mut sent = inner
         .upstream
-        .send(fill.to_request(&inner.upstream, &validators))
+        .send(&permit, fill.to_request(&inner.upstream, &validators))
         .await;
     if let (Ok(resp), Some(s)) = (&sent, &stale) {
         let stored = &s.entry;
@@ -161,7 +181,7 @@ pub(super) async fn exchange(
             request_time = SystemTime::now();
             sent = inner
                 .upstream
-                .send(fill.to_request(&inner.upstream, &[]))
+                .send(&permit, fill.to_request(&inner.upstream, &[]))
                 .await;
         }
     }
@@ -208,13 +228,14 @@ pub(super) async fn exchange(
                 refreshed.headers.remove(http::header::SET_COOKIE);
             }
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
-            let entry = inner.store_response(&key, &fill.headers, refreshed, epoch);
+            let (entry, stored) = inner.store_response(&key, &fill.headers, refreshed, &ticket);
             // Followers get the shared copy only.
             if let Some(l) = leader {
                 l.finish(Outcome::Shared(Arc::clone(&entry.0)));
             }
             let _ = report.send(Head::Refreshed {
                 requester: Box::new(requester),
+                stored,
                 elapsed,
             });
             return;
@@ -248,6 +269,100 @@ pub(super) async fn exchange(
     }
     let (cc, lifetime) = inner.freshness(head.status, &head.headers, response_time);
     let ttl_verdict = verdict.map(|()| lifetime as i64);
+    if let Err(reason) = verdict {
+        // The head already shows the response cannot be shared: release the followers now,
+        // not after its whole body, and remember the URL so later requests do not wait at all.
+        if let Some(l) = leader.take() {
+            l.finish(Outcome::NotShared);
+        }
+        if reason.is_response_caused() {
+            inner.hit_for_miss.remember(&key);
+        }
+    }
+    let idle = inner.upstream.response_timeout();
+    let entry_of = |buffer: BytesMut, mut headers: HeaderMap| {
+        strip_unshareable_fields(&mut headers, &cc);
+        CachedResponse {
+            status: head.status,
+            headers,
+            body: buffer.freeze(),
+            request_time,
+            response_time,
+            vary_values: Vec::new(),
+            cc: cc.clone(),
+            lifetime,
+        }
+    };
+
+    // Frames read before the head is reported; they go to the client (and the store buffer)
+    // first when the body turns out to be slow and is streamed after all.
+    let mut early: Vec<Frame<Bytes>> = Vec::new();
+    if verdict.is_ok() && declared.is_some_and(|n| n <= READ_WHOLE_UP_TO) {
+        let deadline = tokio::time::Instant::now() + READ_WHOLE_WITHIN;
+        let mut failure: Option<BoxError> = None;
+        let mut ended = false;
+        loop {
+            let wait = tokio::time::timeout_at(deadline, tokio::time::timeout(idle, body.frame()));
+            match wait.await {
+                Err(_) => break, // slow: stream it
+                Ok(Err(_)) => {
+                    failure = Some(format!("upstream body stalled for {idle:?}").into());
+                    break;
+                }
+                Ok(Ok(None)) => {
+                    ended = true;
+                    break;
+                }
+                Ok(Ok(Some(Err(e)))) => {
+                    failure = Some(BoxError::from(e));
+                    break;
+                }
+                Ok(Ok(Some(Ok(frame)))) => early.push(frame),
+            }
+        }
+        if ended || failure.is_some() {
+            let mut stored = false;
+            let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = Vec::with_capacity(3);
+            match failure {
+                // A truncated body is never stored: the client gets what came and then the
+                // error, as it would have streamed, and the leader's drop releases the followers.
+                Some(e) => {
+                    frames.extend(early.into_iter().map(Ok));
+                    frames.push(Err(e));
+                }
+                None => {
+                    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+                    for frame in early {
+                        match frame.into_data() {
+                            Ok(data) => buffer.extend_from_slice(&data),
+                            Err(other) => frames.push(Ok(other)),
+                        }
+                    }
+                    let whole = buffer.clone().freeze();
+                    if !whole.is_empty() {
+                        frames.insert(0, Ok(Frame::data(whole)));
+                    }
+                    let response = entry_of(buffer, head.headers.clone());
+                    let (entry, held) =
+                        inner.store_response(&key, &fill.headers, response, &ticket);
+                    stored = held;
+                    if let Some(l) = leader.take() {
+                        l.finish(Outcome::Shared(entry.0));
+                    }
+                }
+            }
+            drop(permit);
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+            let _ = report.send(Head::Streaming {
+                head,
+                verdict: ttl_verdict,
+                stored,
+                body,
+                elapsed,
+            });
+            return;
+        }
+    }
 
     let (client_tx, client_rx) =
         mpsc::channel::<Result<Frame<Bytes>, BoxError>>(CLIENT_CHANNEL_FRAMES);
@@ -262,6 +377,7 @@ pub(super) async fn exchange(
         .send(Head::Streaming {
             head: client_head,
             verdict: ttl_verdict,
+            stored: false,
             body: client_body,
             elapsed,
         })
@@ -273,13 +389,15 @@ pub(super) async fn exchange(
         .then(|| BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize));
     // Every wait in the loop is bounded: an upstream that stalls mid-body is a failed fetch, and
     // a client that stops reading is dropped while the fill goes on for the store.
-    let idle = inner.upstream.response_timeout();
+    let mut early = early.into_iter();
     loop {
-        let next: Option<Result<Frame<Bytes>, BoxError>> =
-            match tokio::time::timeout(idle, body.frame()).await {
+        let next: Option<Result<Frame<Bytes>, BoxError>> = match early.next() {
+            Some(frame) => Some(Ok(frame)),
+            None => match tokio::time::timeout(idle, body.frame()).await {
                 Ok(frame) => frame.map(|r| r.map_err(BoxError::from)),
                 Err(_) => Some(Err(format!("upstream body stalled for {idle:?}").into())),
-            };
+            },
+        };
         match next {
             None => {
                 // Set before the sender drops, so the client's body ends cleanly only now.
@@ -289,7 +407,12 @@ pub(super) async fn exchange(
             Some(Ok(frame)) => {
                 if let (Some(data), Some(buf)) = (frame.data_ref(), buffer.as_mut()) {
                     if buf.len() as u64 + data.len() as u64 > max {
+                        // Too large after all: nobody can share it, so the followers go now.
                         buffer = None;
+                        if let Some(l) = leader.take() {
+                            l.finish(Outcome::NotShared);
+                        }
+                        inner.hit_for_miss.remember(&key);
                     } else {
                         buf.extend_from_slice(data);
                     }
@@ -316,21 +439,11 @@ pub(super) async fn exchange(
             }
         }
     }
+    drop(permit);
     let Some(buffer) = buffer else { return };
     let Ok(()) = verdict else { return };
-    let mut headers = head.headers;
-    strip_unshareable_fields(&mut headers, &cc);
-    let response = CachedResponse {
-        status: head.status,
-        headers,
-        body: buffer.freeze(),
-        request_time,
-        response_time,
-        vary_values: Vec::new(),
-        cc,
-        lifetime,
-    };
-    let entry = inner.store_response(&key, &fill.headers, response, epoch);
+    let response = entry_of(buffer, head.headers.clone());
+    let (entry, _) = inner.store_response(&key, &fill.headers, response, &ticket);
     if let Some(l) = leader {
         l.finish(Outcome::Shared(entry.0));
     }

@@ -37,17 +37,21 @@ use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
 use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, StoreRules};
 use crate::revalidate::Revalidator;
-use crate::store::{CachedResponse, Entry, Key, Store};
-use crate::upstream::{add_via, Upstream, UpstreamError};
+use crate::store::{CachedResponse, Entry, Key, Store, VariantMembers};
+use crate::upstream::{add_via, HeldBody, Upstream};
 
 mod fill;
+mod hit_for_miss;
+mod purge;
 mod respond;
 
 use fill::{exchange, FillRequest, Head, Stale};
-pub use respond::CACHE_STATUS;
+use hit_for_miss::HitForMiss;
+use purge::{FillRegistry, FillTicket};
 use respond::{
-    apply_range, error_response, only_if_cached_miss, precondition_response, refused, serve_stored,
+    apply_range, error_response, only_if_cached_miss, precondition_response, serve_stored,
 };
+pub use respond::{Refusal, CACHE_STATUS};
 
 /// How the proxy treats requests, beyond what the RFCs fix.
 #[derive(Debug, Clone)]
@@ -60,8 +64,10 @@ pub struct ProxyConfig {
     pub stale_if_error: Duration,
     /// What may be stored.
     pub rules: StoreRules,
-    /// The longest request target (path and query) accepted; longer ones get 414.
-    pub max_target_size: usize,
+    /// The longest request head (target and header fields) accepted: a longer target gets 414,
+    /// longer fields 431. The server sets it from its `max_header_size`, so one limit governs
+    /// both hyper's read buffer and the proxy's own check.
+    pub max_head_size: usize,
 }
 
 impl Default for ProxyConfig {
@@ -71,7 +77,7 @@ impl Default for ProxyConfig {
             coalesce_timeout: Duration::from_secs(10),
             stale_if_error: Duration::ZERO,
             rules: StoreRules::default(),
-            max_target_size: 64 << 10,
+            max_head_size: 64 << 10,
         }
     }
 }
@@ -129,10 +135,12 @@ struct Inner {
     config: ProxyConfig,
     revalidator: Revalidator,
     next_index_id: AtomicU64,
-    /// Bumped by every purge. A fill remembers it when it starts and stores nothing if a purge
-    /// came in meanwhile: what a purge removed must not come back from a response (or a 304
-    /// refreshing a stale copy) that was already on its way.
-    purge_epoch: AtomicU64,
+    /// The fills in flight, so that a purge voids those of the URLs it removes (and only
+    /// those): what a purge removed must not come back from a response (or a 304 refreshing a
+    /// stale copy) that was already on its way.
+    fills: FillRegistry,
+    /// URLs whose last response could not be stored; their requests are not coalesced.
+    hit_for_miss: HitForMiss,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -218,7 +226,8 @@ impl Proxy {
                 config,
                 revalidator,
                 next_index_id: AtomicU64::new(1),
-                purge_epoch: AtomicU64::new(0),
+                fills: FillRegistry::default(),
+                hit_for_miss: HitForMiss::new(hit_for_miss::REMEMBER_FOR),
             }),
         }
     }
@@ -228,10 +237,11 @@ impl Proxy {
         &self.inner.store
     }
 
-    /// Removes every stored response for one URL (all its Vary variants). `url` is a cache key
-    /// (`http://host/path?query`). Returns the number of entries removed.
+    /// Removes every stored response for one URL (all its Vary variants) and voids that URL's
+    /// fills in flight. `url` is a cache key (`http://host/path?query`). Costs O(its variants),
+    /// whatever the size of the store. Returns the number of entries removed.
     pub fn purge_url(&self, url: &str) -> u64 {
-        self.purge_where(&|k: &Key| vary::is_key_or_variant(k.as_str(), url))
+        purge::purge_url(&*self.inner.store, &self.inner.fills, &Key::new(url))
     }
 
     /// Removes every stored response whose key starts with `prefix` (a cache key prefix such as
@@ -245,25 +255,23 @@ impl Proxy {
         self.purge_where(&|_: &Key| true)
     }
 
-    /// Removes every stored entry whose key `doomed` picks, and keeps fills already in flight
-    /// from storing their responses. Returns the number of entries removed.
+    /// Removes every stored entry whose key `doomed` picks, and keeps the fills of those keys
+    /// already in flight from storing their responses. The store is scanned once and emptied a
+    /// batch at a time, so hits never wait for the whole pass. Returns the number of entries
+    /// removed.
     pub fn purge_where(&self, doomed: &dyn Fn(&Key) -> bool) -> u64 {
-        // Bumped before the sweep: a fill that stores after this point sees it.
-        self.inner.purge_epoch.fetch_add(1, Ordering::SeqCst);
-        let removed = AtomicU64::new(0);
-        self.inner.store.retain(&|k, _| {
-            let d = doomed(k);
-            if d {
-                removed.fetch_add(1, Ordering::Relaxed);
-            }
-            !d
-        });
-        removed.into_inner()
+        purge::purge_where(&*self.inner.store, &self.inner.fills, doomed)
+    }
+
+    /// Upstream exchange slots free now: `--upstream-max-concurrency` less the exchanges in
+    /// flight (fills whose client left included).
+    pub fn upstream_slots_free(&self) -> usize {
+        self.inner.upstream.free_slots()
     }
 
     /// The cache key a request is stored under (its validated effective authority and target),
     /// or the refusal the proxy would answer it with; used by PURGE.
-    pub fn key_of(&self, parts: &Parts) -> Result<Key, Response<Body>> {
+    pub fn key_of(&self, parts: &Parts) -> Result<Key, Refusal> {
         self.inner.target(parts).map(|t| t.key)
     }
 
@@ -276,7 +284,7 @@ impl Proxy {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let mut resp = match self.inner.target(&parts) {
-            Err(refusal) => refusal,
+            Err(refusal) => refusal.into_response(),
             Ok(target) => {
                 // A GET or HEAD that carries content is not a lookup: its response may depend
                 // on the content, and a fill would send the request without it. It is passed
@@ -325,16 +333,19 @@ impl Inner {
     /// Validates the request target and computes its one effective authority, or answers the
     /// refusal: 400 for a bad or ambiguous authority, 501 for CONNECT, 414 for a target longer
     /// than the head limit.
-    fn target(&self, parts: &Parts) -> Result<Target, Response<Body>> {
+    fn target(&self, parts: &Parts) -> Result<Target, Refusal> {
         if parts.method == Method::CONNECT {
-            return Err(refused(
+            return Err(Refusal::new(
                 StatusCode::NOT_IMPLEMENTED,
-                "CONNECT is not supported: this is a reverse proxy",
+                "CONNECT is not supported: this is a reverse proxy".into(),
             ));
         }
         let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
-        if target_len > self.config.max_target_size {
-            return Err(refused(StatusCode::URI_TOO_LONG, "request target too long"));
+        if target_len > self.config.max_head_size {
+            return Err(Refusal::new(
+                StatusCode::URI_TOO_LONG,
+                "request target too long".into(),
+            ));
         }
         let head: usize = target_len
             + parts
@@ -342,14 +353,16 @@ impl Inner {
                 .iter()
                 .map(|(n, v)| n.as_str().len() + v.len() + 4)
                 .sum::<usize>();
-        if head > self.config.max_target_size {
-            return Err(refused(
+        if head > self.config.max_head_size {
+            return Err(Refusal::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request header fields too large",
+                "request header fields too large".into(),
             ));
         }
         let authority = effective_authority(parts, SCHEME, self.upstream.default_authority())
-            .map_err(|e| refused(StatusCode::BAD_REQUEST, &format!("bad request: {e}")))?;
+            .map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, format!("bad request: {e}").into())
+            })?;
         let key = cache_key(SCHEME, &authority, &parts.uri);
         Ok(Target { authority, key })
     }
@@ -369,7 +382,7 @@ impl Inner {
                     Lookup::Miss(Fwd::VaryMiss)
                 }
             }
-            Entry::Variants { names, id } => {
+            Entry::Variants { names, id, .. } => {
                 let values = vary::request_values(headers, names);
                 let variant = vary::variant_key(key, *id, &values);
                 match self.store.get(&variant).and_then(StoredResponse::new) {
@@ -463,6 +476,13 @@ impl Inner {
             status.detail = Some("head".into());
             return self.forward_uncached(parts, &target, client, status).await;
         }
+        if self.hit_for_miss.contains(&key) {
+            // The last response for this URL could not be stored: waiting for another request's
+            // response would only serialise the two.
+            return self
+                .fetch(parts, target, None, None, CacheStatus::forward(fwd), client)
+                .await;
+        }
         self.coalesced_fetch(parts, target, &key, None, CacheStatus::forward(fwd), client)
             .await
     }
@@ -514,12 +534,18 @@ impl Inner {
             serve_on_error: false,
         };
         let job = async move {
+            // A refresh counts against the upstream bound like any exchange; one that finds no
+            // slot is dropped (the stale entry stays, a later request refreshes it).
+            let Ok(permit) = inner.upstream.acquire().await else {
+                metrics::record_refresh_dropped();
+                return;
+            };
             // Nobody reads the report: the client was already served the stale entry. The
             // receiver is dropped at once so the exchange sees that, and fills the store without
             // streaming into a channel no one drains.
             let (tx, rx) = oneshot::channel();
             drop(rx);
-            exchange(inner, fill, primary, Some(leader), Some(stale), tx).await;
+            exchange(inner, permit, fill, primary, Some(leader), Some(stale), tx).await;
         };
         if !self.revalidator.try_submit(Box::pin(job)) {
             metrics::record_refresh_dropped();
@@ -538,9 +564,27 @@ impl Inner {
         client: Option<SocketAddr>,
     ) -> Response<Body> {
         let key = target.key;
+        // The slot is taken here, in the client's task, before the fill is spawned: a client
+        // that leaves while waiting for it costs the upstream nothing. The spawned fill then
+        // holds it to its end, even if its client is gone.
+        let permit = match self.upstream.acquire().await {
+            Ok(permit) => permit,
+            Err(e) => {
+                status.detail = Some(e.kind().into());
+                return error_response(e.status(), &e.to_string(), status, None);
+            }
+        };
         let fill = FillRequest::new(&parts, target.authority, client);
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(exchange(Arc::clone(&self), fill, key, leader, stale, tx));
+        tokio::spawn(exchange(
+            Arc::clone(&self),
+            permit,
+            fill,
+            key,
+            leader,
+            stale,
+            tx,
+        ));
         let head = match rx.await {
             Ok(head) => head,
             Err(_) => {
@@ -554,10 +598,7 @@ impl Inner {
         };
         match head {
             Head::Failed(e, elapsed) => {
-                status.detail = Some(match &e {
-                    UpstreamError::Timeout(_) => "upstream-timeout".into(),
-                    UpstreamError::Unreachable(_) => "upstream-unreachable".into(),
-                });
+                status.detail = Some(e.kind().into());
                 error_response(e.status(), &e.to_string(), status, Some(elapsed))
             }
             Head::StaleOnError {
@@ -574,12 +615,16 @@ impl Inner {
                 resp.extensions_mut().insert(UpstreamTime(elapsed));
                 resp
             }
-            Head::Refreshed { requester, elapsed } => {
+            Head::Refreshed {
+                requester,
+                stored: was_stored,
+                elapsed,
+            } => {
                 let stored = &requester;
                 let age = current_age(stored, SystemTime::now());
                 status.fwd_status = Some(304);
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
-                status.stored = true;
+                status.stored = was_stored;
                 let mut resp = serve_stored(&parts, stored, age, status, CacheResult::Revalidated);
                 resp.extensions_mut().insert(UpstreamTime(elapsed));
                 resp
@@ -587,17 +632,19 @@ impl Inner {
             Head::Streaming {
                 mut head,
                 verdict,
+                stored,
                 body,
                 elapsed,
             } => {
                 status.fwd_status = Some(head.status.as_u16());
                 match verdict {
-                    Ok(ttl) => {
-                        status.stored = true;
-                        status.ttl = Some(ttl);
-                    }
+                    Ok(ttl) => status.ttl = Some(ttl),
                     Err(reason) => status.detail = Some(reason.to_string()),
                 }
+                // Claimed only when the entry is in the store already (RFC 9211: `stored`
+                // says what the cache did). A body still streaming may yet be cut off, grow
+                // past the object limit or be voided by a purge.
+                status.stored = stored;
                 if parts.method == Method::GET {
                     let pre = conditional::evaluate(&parts.headers, &head.headers, head.status);
                     if pre != Precondition::Pass {
@@ -694,8 +741,21 @@ impl Inner {
         on_head: impl FnOnce(&http::response::Parts),
     ) -> Response<Body> {
         let started = Instant::now();
-        match self.upstream.send(request).await {
-            Err(e) => error_response(e.status(), &e.to_string(), status, Some(started.elapsed())),
+        let permit = match self.upstream.acquire().await {
+            Ok(permit) => permit,
+            Err(e) => {
+                status.detail = Some(e.kind().into());
+                return error_response(e.status(), &e.to_string(), status, None);
+            }
+        };
+        // A client that leaves drops this future (before the head) or the body (after it), and
+        // with either the upstream exchange and its slot: a pass-through never outlives its
+        // client.
+        match self.upstream.send(&permit, request).await {
+            Err(e) => {
+                status.detail = Some(e.kind().into());
+                error_response(e.status(), &e.to_string(), status, Some(started.elapsed()))
+            }
             Ok(resp) => {
                 let elapsed = started.elapsed();
                 metrics::record_upstream(elapsed);
@@ -706,7 +766,8 @@ impl Inner {
                 on_head(&head);
                 status.fwd_status = Some(head.status.as_u16());
                 head.headers.append(CACHE_STATUS, status.header_value());
-                let mut resp = Response::from_parts(head, body.map_err(BoxError::from).boxed());
+                let body = HeldBody::new(body, permit).map_err(BoxError::from).boxed();
+                let mut resp = Response::from_parts(head, body);
                 resp.extensions_mut().insert(result);
                 resp.extensions_mut().insert(UpstreamTime(elapsed));
                 resp
@@ -739,69 +800,106 @@ impl Inner {
         (cc, lifetime)
     }
 
-    /// Removes what is stored for a URL: its response, or its variant index (which orphans every
-    /// variant under it for good; see [`Entry::Variants`]).
+    /// Removes what is stored for a URL (RFC 9111 4.4): its response, or its variant index and
+    /// variants; fills of it in flight are voided, as by a purge.
     fn invalidate(&self, key: &Key) {
-        self.store.remove(key);
+        purge::purge_url(&*self.store, &self.fills, key);
     }
 
-    /// Stores a complete response under `primary`, through a variant index when it has `Vary`.
-    /// The purge epoch now, for a fill about to start.
-    fn purge_epoch(&self) -> u64 {
-        self.purge_epoch.load(Ordering::SeqCst)
-    }
-
-    /// Stores a complete response under `primary` (see [`Inner::insert_response`]), unless a
-    /// purge came in since `epoch`; either way returns it, for the requests waiting on it.
+    /// Stores a complete response under `primary` (see [`Inner::insert_response`]) unless the
+    /// fill's `ticket` was voided by a purge; either way returns it, for the requests waiting on
+    /// it, and whether the store holds it now.
+    ///
+    /// The ticket is checked after the insert too: a purge that voided it between the two
+    /// checks may have run its removal before the insert, so what was inserted is removed here.
     fn store_response(
         &self,
         primary: &Key,
         request: &HeaderMap,
         response: CachedResponse,
-        epoch: u64,
-    ) -> StoredResponse {
-        if self.purge_epoch() != epoch {
-            return StoredResponse(Arc::new(Entry::Response(response)));
+        ticket: &FillTicket<'_>,
+    ) -> (StoredResponse, bool) {
+        if ticket.voided() {
+            return (StoredResponse(Arc::new(Entry::Response(response))), false);
         }
-        self.insert_response(primary, request, response)
+        let (entry, inserted) = self.insert_response(primary, request, response);
+        if ticket.voided() {
+            for key in &inserted {
+                self.store.remove(key);
+            }
+            return (entry, false);
+        }
+        // A store may refuse an entry (larger than its capacity): `stored` is what it holds.
+        let held = inserted.first().is_some_and(|k| self.store.contains(k));
+        if held {
+            self.hit_for_miss.forget(primary);
+        }
+        (entry, held)
     }
 
+    /// Inserts a response under `primary`, or under a variant key of `primary`'s index when it
+    /// has `Vary`. Returns it and the keys it inserted: the response's first, then the index if
+    /// this insert made one.
     fn insert_response(
         &self,
         primary: &Key,
         request: &HeaderMap,
         mut response: CachedResponse,
-    ) -> StoredResponse {
+    ) -> (StoredResponse, Vec<Key>) {
         response.headers = detached(&response.headers);
+        let previous = self.store.get(primary);
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
+                response.vary_values = vary::request_values(request, &names);
                 // Reuse the index when it names the same headers, so sibling variants survive.
-                let id = match self.store.get(primary).as_deref() {
-                    Some(Entry::Variants { names: n, id }) if *n == names => *id,
-                    _ => {
-                        let id = self.next_index_id.fetch_add(1, Ordering::Relaxed);
-                        self.store.insert(
-                            primary.clone(),
-                            Arc::new(Entry::Variants {
-                                names: names.clone(),
-                                id,
-                            }),
-                        );
-                        id
+                let (index, made) = match previous {
+                    Some(e) if matches!(&*e, Entry::Variants { names: n, .. } if *n == names) => {
+                        (e, false)
+                    }
+                    other => {
+                        if let Some(old) = other {
+                            self.drop_variants(&old);
+                        }
+                        let index = Arc::new(Entry::Variants {
+                            names: names.clone(),
+                            id: self.next_index_id.fetch_add(1, Ordering::Relaxed),
+                            members: VariantMembers::default(),
+                        });
+                        self.store.insert(primary.clone(), Arc::clone(&index));
+                        (index, true)
                     }
                 };
-                response.vary_values = vary::request_values(request, &names);
-                let variant = vary::variant_key(primary, id, &response.vary_values);
+                let Entry::Variants { id, members, .. } = &*index else {
+                    unreachable!("matched or built as an index above");
+                };
+                let variant = vary::variant_key(primary, *id, &response.vary_values);
+                members.add(&variant);
                 let entry = Arc::new(Entry::Response(response));
-                self.store.insert(variant, Arc::clone(&entry));
-                StoredResponse(entry)
+                self.store.insert(variant.clone(), Arc::clone(&entry));
+                let mut inserted = vec![variant];
+                if made {
+                    inserted.push(primary.clone());
+                }
+                (StoredResponse(entry), inserted)
             }
             VarySpec::None | VarySpec::Star => {
                 response.vary_values.clear();
+                if let Some(old) = previous {
+                    self.drop_variants(&old);
+                }
                 let entry = Arc::new(Entry::Response(response));
                 self.store.insert(primary.clone(), Arc::clone(&entry));
-                StoredResponse(entry)
+                (StoredResponse(entry), vec![primary.clone()])
             }
+        }
+    }
+
+    /// Removes the variants of an index about to be replaced: nothing could reach them again
+    /// (the next index has another id), so they would only take room until evicted.
+    fn drop_variants(&self, old: &Entry) {
+        if let Entry::Variants { members, .. } = old {
+            let (keys, _) = members.take();
+            self.store.remove_many(&keys);
         }
     }
 }

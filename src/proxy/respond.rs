@@ -1,6 +1,7 @@
 //! Building responses: from a stored entry (preconditions, ranges, HEAD, `Age`), and the
 //! proxy's own short errors.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -144,10 +145,30 @@ pub(super) fn error_response(
 }
 
 /// The proxy's refusal of a request it will neither look up nor forward (a bad authority, a
-/// method it does not proxy). The connection is closed after it: a request refused before its
-/// body was read leaves that body unread on the wire, and nothing after it can be trusted to
-/// start a new request.
-pub(super) fn refused(code: StatusCode, reason: &str) -> Response<Body> {
+/// method it does not proxy, a head over the limit): a status and a short reason. It is a value,
+/// not yet a response, so that callers (PURGE, the request path) decide when to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status it is answered with.
+    pub status: StatusCode,
+    /// The reason, sent as the body.
+    pub reason: Cow<'static, str>,
+}
+
+impl Refusal {
+    pub(super) fn new(status: StatusCode, reason: Cow<'static, str>) -> Refusal {
+        Refusal { status, reason }
+    }
+
+    /// The response that answers it. The connection is closed after it: a request refused
+    /// before its body was read leaves that body unread on the wire, and nothing after it can be
+    /// trusted to start a new request.
+    pub fn into_response(self) -> Response<Body> {
+        refused(self.status, &self.reason)
+    }
+}
+
+fn refused(code: StatusCode, reason: &str) -> Response<Body> {
     let mut resp = Response::new(body::full(format!("{reason}\n")));
     *resp.status_mut() = code;
     let h = resp.headers_mut();

@@ -2,7 +2,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -122,7 +122,54 @@ pub enum Entry {
         names: Vec<HeaderName>,
         /// Unique per index.
         id: u64,
+        /// The variant keys stored under this index, so that purging the URL removes them
+        /// without scanning the store.
+        members: VariantMembers,
     },
+}
+
+/// The variant keys an index has had stored under it, up to [`VariantMembers::CAP`]; past that
+/// the set is marked overflowed and a purge of the URL falls back to a scan. A std `Mutex`:
+/// held for one push or one take, never across an `.await`.
+#[derive(Debug, Default)]
+pub struct VariantMembers {
+    keys: Mutex<(Vec<Key>, bool)>,
+}
+
+impl VariantMembers {
+    /// Variants tracked per URL; a URL with more is rare (a `Vary` on a high-cardinality field)
+    /// and is purged by a scan.
+    pub const CAP: usize = 256;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Key>, bool)> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `key` was stored under this index.
+    pub fn add(&self, key: &Key) {
+        let mut set = self.lock();
+        if set.0.contains(key) {
+            return;
+        }
+        if set.0.len() < Self::CAP {
+            set.0.push(key.clone());
+        } else {
+            set.1 = true;
+        }
+    }
+
+    /// The recorded keys, and whether some went unrecorded; the set is left empty.
+    pub fn take(&self) -> (Vec<Key>, bool) {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+impl Clone for VariantMembers {
+    fn clone(&self) -> Self {
+        VariantMembers {
+            keys: Mutex::new(self.lock().clone()),
+        }
+    }
 }
 
 impl Entry {

@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use self::entry::{CachedResponse, Entry, Key, ENTRY_OVERHEAD, FIELD_OVERHEAD};
+pub use self::entry::{CachedResponse, Entry, Key, VariantMembers, ENTRY_OVERHEAD, FIELD_OVERHEAD};
 pub use self::moka::{MokaPolicy, MokaStore};
 pub use self::rwlock::RwLockStore;
 pub use self::sharded::ShardedStore;
@@ -27,14 +27,24 @@ pub use self::sharded::ShardedStore;
 pub trait Store: Send + Sync + 'static {
     /// Looks a key up, returning a clone of the shared entry (a pointer copy, never the body).
     fn get(&self, key: &Key) -> Option<Arc<Entry>>;
+    /// True when `key` is stored. Unlike [`Store::get`], it is not a use: it leaves the
+    /// eviction policy's view of the key untouched (the proxy asks it after an insert, to report
+    /// only what was really stored).
+    fn contains(&self, key: &Key) -> bool;
     /// Inserts or replaces an entry, evicting others if the store is over its capacity. An entry
     /// larger than the whole capacity is not stored.
     fn insert(&self, key: Key, entry: Arc<Entry>);
     /// Removes one key, returning what was stored there.
     fn remove(&self, key: &Key) -> Option<Arc<Entry>>;
-    /// Removes every entry for which `keep` returns false; used by purges, which are rare, so a
-    /// full pass is acceptable.
-    fn retain(&self, keep: &dyn Fn(&Key, &Entry) -> bool);
+    /// The keys `pick` selects, collected in one pass; used by prefix and full purges, which
+    /// then remove them a batch at a time with [`Store::remove_many`]. It must not block hits
+    /// for longer than the pass takes (a read lock, or shard by shard).
+    fn keys_where(&self, pick: &dyn Fn(&Key) -> bool) -> Vec<Key>;
+    /// Removes each of `keys` (a batch: callers keep batches small so that a write lock taken
+    /// for one is short), returning how many were stored.
+    fn remove_many(&self, keys: &[Key]) -> u64 {
+        keys.iter().filter(|k| self.remove(k).is_some()).count() as u64
+    }
     /// Bytes held, as counted by [`Entry::charge`].
     fn weighted_size(&self) -> u64;
     /// Number of entries held.

@@ -99,6 +99,11 @@ impl Store for MokaStore {
         self.cache.get(key)
     }
 
+    fn contains(&self, key: &Key) -> bool {
+        // moka's `contains_key` records no read in its frequency sketch.
+        self.cache.contains_key(key)
+    }
+
     fn insert(&self, key: Key, entry: Arc<Entry>) {
         if entry.charge(&key) > self.capacity {
             self.cache.invalidate(&key);
@@ -111,16 +116,13 @@ impl Store for MokaStore {
         self.cache.remove(key)
     }
 
-    fn retain(&self, keep: &dyn Fn(&Key, &Entry) -> bool) {
-        let doomed: Vec<Arc<Key>> = self
-            .cache
+    fn keys_where(&self, pick: &dyn Fn(&Key) -> bool) -> Vec<Key> {
+        // moka's iterator takes no lock that a hit needs.
+        self.cache
             .iter()
-            .filter(|(k, v)| !keep(k, v))
-            .map(|(k, _)| k)
-            .collect();
-        for key in doomed {
-            self.cache.invalidate(&*key);
-        }
+            .filter(|(k, _)| pick(k))
+            .map(|(k, _)| Key::clone(&k))
+            .collect()
     }
 
     fn weighted_size(&self) -> u64 {

@@ -83,6 +83,10 @@ impl Store for RwLockStore {
         Some(Arc::clone(&slot.entry))
     }
 
+    fn contains(&self, key: &Key) -> bool {
+        self.read().map.contains_key(key)
+    }
+
     fn insert(&self, key: Key, entry: Arc<Entry>) {
         let charge = entry.charge(&key);
         if charge > self.capacity {
@@ -123,18 +127,28 @@ impl Store for RwLockStore {
         Some(slot.entry)
     }
 
-    fn retain(&self, keep: &dyn Fn(&Key, &Entry) -> bool) {
+    fn keys_where(&self, pick: &dyn Fn(&Key) -> bool) -> Vec<Key> {
+        // A read lock: hits go on while the keys are collected.
+        self.read()
+            .map
+            .keys()
+            .filter(|k| pick(k))
+            .cloned()
+            .collect()
+    }
+
+    fn remove_many(&self, keys: &[Key]) -> u64 {
+        // One write lock per batch; the caller keeps batches short.
         let mut inner = self.write();
-        let mut freed = 0;
-        inner.map.retain(|k, slot| {
-            let kept = keep(k, &slot.entry);
-            if !kept {
-                freed += slot.charge;
+        let mut removed = 0;
+        for key in keys {
+            if let Some(slot) = inner.map.remove(key) {
+                inner.bytes -= slot.charge;
+                removed += 1;
             }
-            kept
-        });
-        inner.bytes -= freed;
+        }
         inner.compact();
+        removed
     }
 
     fn weighted_size(&self) -> u64 {

@@ -85,6 +85,10 @@ impl Store for ShardedStore {
         Some(Arc::clone(&slot.entry))
     }
 
+    fn contains(&self, key: &Key) -> bool {
+        self.map.contains_key(key)
+    }
+
     fn insert(&self, key: Key, entry: Arc<Entry>) {
         let charge = entry.charge(&key);
         if charge > self.capacity {
@@ -136,14 +140,13 @@ impl Store for ShardedStore {
         Some(slot.entry)
     }
 
-    fn retain(&self, keep: &dyn Fn(&Key, &Entry) -> bool) {
-        self.map.retain(|k, slot| {
-            let kept = keep(k, &slot.entry);
-            if !kept {
-                self.bytes.fetch_sub(slot.charge as i64, Ordering::Relaxed);
-            }
-            kept
-        });
+    fn keys_where(&self, pick: &dyn Fn(&Key) -> bool) -> Vec<Key> {
+        // dashmap's iterator read-locks one shard at a time.
+        self.map
+            .iter()
+            .filter(|e| pick(e.key()))
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     fn weighted_size(&self) -> u64 {
