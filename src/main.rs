@@ -248,7 +248,8 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and Ctrl-C (SIGINT), listened for from creation on.
+/// SIGTERM and Ctrl-C (SIGINT), listened for from creation on; SIGHUP too, so that its default
+/// action (ending the process, in-flight requests and all) never runs: it is logged and ignored.
 ///
 /// One listener pair serves the whole life of the process: the first signal starts the drain and
 /// the second exits. Listeners made afresh for each wait could miss a signal sent between two
@@ -258,6 +259,8 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -268,6 +271,7 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
                 int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+                hup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
             })
         }
         #[cfg(not(unix))]
@@ -276,13 +280,16 @@ impl Signals {
         }
     }
 
-    /// Resolves on the next SIGTERM or Ctrl-C.
+    /// Resolves on the next SIGTERM or Ctrl-C; a SIGHUP on the way is logged and ignored.
     async fn recv(&mut self) {
         #[cfg(unix)]
-        {
+        loop {
             tokio::select! {
-                _ = self.term.recv() => {}
-                _ = self.int.recv() => {}
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::warn!("SIGHUP ignored: the configuration is read at start-up only");
+                }
             }
         }
         #[cfg(not(unix))]

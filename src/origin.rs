@@ -73,6 +73,10 @@ impl Default for OriginConfig {
 pub struct OriginStats {
     requests: AtomicU64,
     conditional: AtomicU64,
+    /// Requests being answered now (until their response head is built, latency included).
+    in_flight: AtomicU64,
+    /// The most `in_flight` has been.
+    peak_in_flight: AtomicU64,
 }
 
 impl OriginStats {
@@ -86,8 +90,15 @@ impl OriginStats {
         self.conditional.load(Ordering::Relaxed)
     }
 
+    /// The most requests the origin was answering at once: what a proxy's upstream bound and
+    /// coalescing are measured by.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Zeroes the counts.
     pub fn reset(&self) {
+        self.peak_in_flight.store(0, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);
         self.conditional.store(0, Ordering::Relaxed);
     }
@@ -259,7 +270,19 @@ async fn respond(
     if conditional {
         stats.conditional.fetch_add(1, Ordering::Relaxed);
     }
-    match build(&req, config).await {
+    /// Counts the request out even when its connection is dropped mid-latency.
+    struct Answering<'a>(&'a AtomicU64);
+    impl Drop for Answering<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let now = stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+    stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+    let answering = Answering(&stats.in_flight);
+    let built = build(&req, config).await;
+    drop(answering);
+    match built {
         Ok(resp) => resp,
         Err(reason) => Response::builder()
             .status(StatusCode::BAD_REQUEST)

@@ -193,6 +193,51 @@ async fn sigterm_lets_the_slow_request_finish_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_ignored_and_cuts_nothing() {
+    let (origin, _stop) = origin(Duration::ZERO).await;
+    let upstream = format!("http://{}", origin.addr);
+    let mut serve = Serve::start(&["--upstream", &upstream, "--access-log", "off"], &[]);
+    let http = client();
+    let url = format!("http://{}/slow?latency=800ms", serve.addr);
+    let slow = {
+        let http = http.clone();
+        tokio::spawn(async move {
+            let resp = http.get(url).send().await.unwrap();
+            (resp.status(), resp.bytes().await.unwrap().len())
+        })
+    };
+    let stats = origin.stats.clone();
+    assert!(common::eventually(Duration::from_secs(10), || stats.requests() == 1).await);
+    // SIGHUP's default action ends the process; a proxy must not let it cut in-flight work.
+    serve.signal("HUP");
+    let (status, len) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the in-flight request completed");
+    assert_eq!(len, 1024);
+    assert!(serve.child.try_wait().unwrap().is_none(), "still running");
+    let after = http
+        .get(format!("http://{}/after", serve.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::OK, "still serving");
+    let logged = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(line) = serve.stderr.recv_timeout(Duration::from_millis(100)) {
+                if line.contains("SIGHUP ignored") {
+                    return true;
+                }
+            }
+        }
+        false
+    });
+    assert!(logged, "the SIGHUP was logged");
+    serve.signal("TERM");
+    let exit = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(15)));
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let (origin, _stop) = origin(Duration::ZERO).await;
     let upstream = format!("http://{}", origin.addr);

@@ -301,11 +301,20 @@ impl Proxy {
                     } else {
                         "method"
                     };
+                    let (body, failed) = body::Watched::new(body);
                     let body = body.map_err(BoxError::from).boxed();
-                    self.inner
+                    let resp = self
+                        .inner
                         .clone()
                         .pass(parts, target, body, client, detail)
-                        .await
+                        .await;
+                    if failed.load(Ordering::Acquire) && resp.status().is_server_error() {
+                        // The exchange failed on the client's own body, not the upstream's fault.
+                        Refusal::new(StatusCode::BAD_REQUEST, "malformed request body".into())
+                            .into_response()
+                    } else {
+                        resp
+                    }
                 }
             }
         };
