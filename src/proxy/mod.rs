@@ -286,21 +286,27 @@ impl Proxy {
         let mut resp = match self.inner.target(&parts) {
             Err(refusal) => refusal.into_response(),
             Ok(target) => {
-                // A GET or HEAD that carries content is not a lookup: its response may depend
-                // on the content, and a fill would send the request without it. It is passed
-                // through with its body, framed by hyper from what is actually sent.
+                // A GET or HEAD that carries content is refused (400), not looked up and not
+                // passed on. RFC 9110 9.3.1 gives such content no meaning, and origins differ on
+                // it: one that answers without reading it would take the content for the next
+                // request on a pooled connection (smuggling), and a fill would send the request
+                // without it. The refusal closes the connection, so the unread content is never
+                // taken for a request here either.
                 let has_body = !http_body::Body::is_end_stream(&body);
-                if policy::is_cacheable_method(&parts.method) && !has_body {
+                let cacheable = policy::is_cacheable_method(&parts.method);
+                if cacheable && has_body {
+                    Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "a GET or HEAD request may not carry content".into(),
+                    )
+                    .into_response()
+                } else if cacheable {
                     self.inner
                         .clone()
                         .lookup_and_serve(parts, target, client)
                         .await
                 } else {
-                    let detail = if has_body && policy::is_cacheable_method(&parts.method) {
-                        "request-body"
-                    } else {
-                        "method"
-                    };
+                    let detail = "method";
                     let (body, failed) = body::Watched::new(body);
                     let body = body.map_err(BoxError::from).boxed();
                     let resp = self
