@@ -11,8 +11,9 @@
 //!   purges, outside the timing);
 //! - `hit, idle`: `Store::get` of a hot key with nothing else running;
 //! - `hit, prefix purges`: the same while another thread purges 10% of the store by prefix,
-//!   over and over (refilling between rounds);
-//! - `hit, full purges`: the same while the other thread empties and refills the store.
+//!   over and over (refilling between rounds; hits during the refills are not counted);
+//! - `hit, full purges`: the same while the other thread empties the store (and refills it,
+//!   not counted).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,22 +67,28 @@ fn row(backend: Backend, what: &str, h: &Histogram<u64>) {
 }
 
 /// Times `Store::get` of a hot key for `for_how_long`, while `background` runs on another
-/// thread until told to stop.
+/// thread until told to stop. Only hits timed while `background` says it is purging (the
+/// second flag) are kept: its refills between purges are not what is measured.
 fn hits_while(
     store: &Arc<dyn Store>,
     for_how_long: Duration,
-    background: impl FnOnce(&AtomicBool) + Send,
+    background: impl FnOnce(&AtomicBool, &AtomicBool) + Send,
 ) -> Histogram<u64> {
     let hot = key(1);
     let stop = AtomicBool::new(false);
+    let purging = AtomicBool::new(false);
     let mut h = Histogram::<u64>::new(3).unwrap();
     std::thread::scope(|scope| {
-        scope.spawn(|| background(&stop));
+        scope.spawn(|| background(&stop, &purging));
         let until = Instant::now() + for_how_long;
         while Instant::now() < until {
+            let during = purging.load(Ordering::Relaxed);
             let t = Instant::now();
             let got = store.get(&hot);
-            h.record(t.elapsed().as_nanos() as u64).unwrap();
+            let took = t.elapsed().as_nanos() as u64;
+            if during {
+                h.record(took).unwrap();
+            }
             if got.is_none() {
                 // The full purge removed it; put it back so the next hit is a hit.
                 store.insert(hot.clone(), Arc::new(Entry::synthetic(1024)));
@@ -124,13 +131,18 @@ fn main() {
         }
         row(backend, "url purge", &h);
 
-        let idle = hits_while(&store, Duration::from_millis(500), |_| {});
+        let idle = hits_while(&store, Duration::from_millis(500), |_, purging| {
+            // Nothing runs; every hit counts.
+            purging.store(true, Ordering::Relaxed);
+        });
         row(backend, "hit, idle", &idle);
 
-        let prefix = hits_while(&store, Duration::from_secs(2), |stop| {
+        let prefix = hits_while(&store, Duration::from_secs(2), |stop, purging| {
             while !stop.load(Ordering::Relaxed) {
                 // Never the hot key's directory (d1): the hit path only waits, never misses.
+                purging.store(true, Ordering::Relaxed);
                 proxy.purge_prefix("http://bench.local/d3/");
+                purging.store(false, Ordering::Relaxed);
                 for i in (3..entries).step_by(10) {
                     store.insert(key(i), Arc::clone(&entry));
                 }
@@ -138,10 +150,12 @@ fn main() {
         });
         row(backend, "hit, prefix purges", &prefix);
 
-        let full = hits_while(&store, Duration::from_secs(2), |stop| {
+        let full = hits_while(&store, Duration::from_secs(2), |stop, purging| {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
+                purging.store(true, Ordering::Relaxed);
                 proxy.purge_all();
+                purging.store(false, Ordering::Relaxed);
                 let took = t.elapsed();
                 fill(&*store, entries, &entry);
                 eprintln!("{backend}: full purge of {entries} took {took:?}");

@@ -82,7 +82,7 @@ pub fn spawn(
             let state = Arc::clone(&state);
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let stop = stop.clone();
@@ -104,7 +104,7 @@ pub fn spawn(
 }
 
 /// Answers one admin request.
-pub fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
     let (allowed, method_ok) = match path {
@@ -151,7 +151,19 @@ pub fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         "/stats" => json(StatusCode::OK, &stats(state)),
         _ => match parse_purge_query(req.uri().query().unwrap_or("")) {
             Ok(target) => {
-                let purged = purge(state, &target);
+                // A prefix or full purge walks the whole store: on a blocking thread, so the
+                // runtime's workers go on serving meanwhile.
+                let proxy = state.proxy.clone();
+                let what = target.clone();
+                let purged = match tokio::task::spawn_blocking(move || purge(&proxy, &what)).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &format!("purge failed: {e}\n"),
+                        )
+                    }
+                };
                 tracing::info!(?target, purged, "purge from the admin API");
                 json(StatusCode::OK, &serde_json::json!({ "purged": purged }))
             }
@@ -319,8 +331,7 @@ fn percent_decode(s: &str) -> Result<String, PurgeQueryError> {
 
 /// Removes what `target` names; returns the number of store entries removed (a URL with Vary
 /// variants counts its index entry and each variant).
-pub fn purge(state: &AdminState, target: &PurgeTarget) -> u64 {
-    let proxy = &state.proxy;
+pub fn purge(proxy: &Proxy, target: &PurgeTarget) -> u64 {
     match target {
         PurgeTarget::All => proxy.purge_all(),
         PurgeTarget::Url(url) if url.starts_with('/') => {

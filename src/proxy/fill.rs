@@ -280,12 +280,12 @@ pub(super) async fn exchange(
         }
     }
     let idle = inner.upstream.response_timeout();
-    let entry_of = |buffer: BytesMut, mut headers: HeaderMap| {
+    let entry_of = |body: Bytes, mut headers: HeaderMap| {
         strip_unshareable_fields(&mut headers, &cc);
         CachedResponse {
             status: head.status,
             headers,
-            body: buffer.freeze(),
+            body,
             request_time,
             response_time,
             vary_values: Vec::new(),
@@ -338,11 +338,12 @@ pub(super) async fn exchange(
                             Err(other) => frames.push(Ok(other)),
                         }
                     }
-                    let whole = buffer.clone().freeze();
+                    // One copy of the bytes, shared by the entry and the client's body.
+                    let whole = buffer.freeze();
                     if !whole.is_empty() {
-                        frames.insert(0, Ok(Frame::data(whole)));
+                        frames.insert(0, Ok(Frame::data(whole.clone())));
                     }
-                    let response = entry_of(buffer, head.headers.clone());
+                    let response = entry_of(whole, head.headers.clone());
                     let (entry, held) =
                         inner.store_response(&key, &fill.headers, response, &ticket);
                     stored = held;
@@ -442,7 +443,7 @@ pub(super) async fn exchange(
     drop(permit);
     let Some(buffer) = buffer else { return };
     let Ok(()) = verdict else { return };
-    let response = entry_of(buffer, head.headers.clone());
+    let response = entry_of(buffer.freeze(), head.headers.clone());
     let (entry, _) = inner.store_response(&key, &fill.headers, response, &ticket);
     if let Some(l) = leader {
         l.finish(Outcome::Shared(entry.0));

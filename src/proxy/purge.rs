@@ -132,9 +132,14 @@ pub(super) fn remove_url(store: &dyn Store, primary: &Key) -> u64 {
 /// removed a batch at a time, so that no lock a hit needs is held for the whole store.
 pub(super) fn remove_where(store: &dyn Store, doomed: &dyn Fn(&Key) -> bool) -> u64 {
     let keys = store.keys_where(doomed);
-    keys.chunks(PURGE_BATCH)
-        .map(|batch| store.remove_many(batch))
-        .sum()
+    let mut removed = 0;
+    for batch in keys.chunks(PURGE_BATCH) {
+        removed += store.remove_many(batch);
+        // std's RwLock does not queue fairly: a writer that re-locks at once can keep readers
+        // (hits) waiting for the whole purge. Yielding between batches lets them in.
+        std::thread::yield_now();
+    }
+    removed
 }
 
 /// Purges one URL: voids its fills, then removes its entries.
