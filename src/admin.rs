@@ -347,7 +347,7 @@ pub fn purge(proxy: &Proxy, target: &PurgeTarget) -> u64 {
 
 /// Removes every entry whose key's path (what follows `scheme://authority`) matches, on every
 /// host. The proxy's own purges take a full key; a path-only purge needs the key split, which is
-/// done here over the store's `retain`.
+/// done here through [`Proxy::purge_where`].
 fn purge_paths(proxy: &Proxy, doomed: impl Fn(&str) -> bool) -> u64 {
     proxy.purge_where(&|key: &Key| doomed(key_path(key.as_str())))
 }

@@ -3,7 +3,7 @@
 //! Requests come in through [`server`], go down the request path in [`proxy`], are looked up in a
 //! [`store::Store`] by keys and rules from [`policy`], and on a miss are fetched once per key
 //! ([`coalesce`]) from the [`upstream`]. The store trait is synchronous so that no lock can be
-//! held across upstream I/O; see `shared/DESIGN.md` for the whole picture.
+//! held across upstream I/O; see `docs/ARCHITECTURE.md` for the whole picture.
 //!
 //! The crate is also a library: [`server::start_with`] runs the proxy over a [`store::Store`] of
 //! your own (see `examples/custom_store.rs`).

@@ -37,7 +37,8 @@ pub enum AuthorityError {
 }
 
 /// The effective authority of a request: lowercase host, the default port of `scheme` removed.
-/// Only [`effective_authority`] makes one, so holding one means it was validated.
+/// Only [`effective_authority`] and [`Authority::parse`] make one, and both validate, so holding
+/// one means it was validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority(String);
 

@@ -179,6 +179,7 @@ pub(super) async fn exchange(
             // A 304 for some other representation than the one we hold (RFC 9111 4.3.4):
             // it cannot refresh ours, so ask again without conditions.
             request_time = SystemTime::now();
+            metrics::record_upstream(started.elapsed());
             sent = inner
                 .upstream
                 .send(&permit, fill.to_request(&inner.upstream, &[]))
@@ -230,9 +231,7 @@ pub(super) async fn exchange(
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
             let (entry, stored) = inner.store_response(&key, &fill.headers, refreshed, &ticket);
             // Followers get the shared copy only.
-            if let Some(l) = leader {
-                l.finish(Outcome::Shared(Arc::clone(&entry.0)));
-            }
+            share(leader, &entry, stored);
             let _ = report.send(Head::Refreshed {
                 requester: Box::new(requester),
                 stored,
@@ -347,9 +346,7 @@ pub(super) async fn exchange(
                     let (entry, held) =
                         inner.store_response(&key, &fill.headers, response, &ticket);
                     stored = held;
-                    if let Some(l) = leader.take() {
-                        l.finish(Outcome::Shared(entry.0));
-                    }
+                    share(leader.take(), &entry, held);
                 }
             }
             drop(permit);
@@ -444,9 +441,20 @@ pub(super) async fn exchange(
     let Some(buffer) = buffer else { return };
     let Ok(()) = verdict else { return };
     let response = entry_of(buffer.freeze(), head.headers.clone());
-    let (entry, _) = inner.store_response(&key, &fill.headers, response, &ticket);
+    let (entry, held) = inner.store_response(&key, &fill.headers, response, &ticket);
+    share(leader, &entry, held);
+}
+
+/// Hands the followers what the fill stored, or sends them upstream when it stored nothing (a
+/// purge voided the fill, or the store refused the entry): a purged response is not served to
+/// anyone who asked after the purge was decided.
+fn share(leader: Option<Leader>, entry: &StoredResponse, held: bool) {
     if let Some(l) = leader {
-        l.finish(Outcome::Shared(entry.0));
+        l.finish(if held {
+            Outcome::Shared(Arc::clone(&entry.0))
+        } else {
+            Outcome::NotShared
+        });
     }
 }
 

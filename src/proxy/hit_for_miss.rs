@@ -15,7 +15,8 @@ use crate::store::Key;
 /// How long a URL is remembered as not storable: Varnish's default hit-for-miss lifetime.
 pub(super) const REMEMBER_FOR: Duration = Duration::from_secs(120);
 
-/// Keys remembered at most; the oldest are forgotten first (moka bounds it).
+/// Keys remembered at most (moka bounds it, by its own eviction policy; a key forgotten early
+/// only means its next requests are coalesced again).
 const CAPACITY: u64 = 65_536;
 
 /// The remembered keys. moka, not a map behind a lock: it is read on every miss and expires
