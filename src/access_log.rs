@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HOST, REFERER, USER_AGENT};
 use http::{Method, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
@@ -44,6 +45,9 @@ pub struct AccessRecord<G> {
     method: Method,
     target: String,
     version: Version,
+    /// `Host` (or h2 `:authority`), `User-Agent` and `Referer` as the client sent them; taken
+    /// only when a line will be written.
+    client_fields: Option<Box<ClientFields>>,
     status: u16,
     result: &'static str,
     upstream: Option<Duration>,
@@ -53,16 +57,43 @@ pub struct AccessRecord<G> {
     guard: G,
 }
 
+/// The request fields a line names beside the target: who asked for what, from where.
+#[derive(Debug, Clone, Default)]
+struct ClientFields {
+    host: String,
+    user_agent: String,
+    referer: String,
+}
+
+impl ClientFields {
+    fn of(uri: &http::Uri, headers: &HeaderMap) -> Box<ClientFields> {
+        let field = |name: http::header::HeaderName| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
+        };
+        let mut host = field(HOST);
+        if host.is_empty() {
+            host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        }
+        Box::new(ClientFields {
+            host,
+            user_agent: field(USER_AGENT),
+            referer: field(REFERER),
+        })
+    }
+}
+
 impl<G> AccessRecord<G> {
     /// Starts a record for a request that just arrived. With `format` `None` nothing is written,
     /// but `guard` still lives as long as the request (and `target` may be left empty: the
-    /// caller need not format it).
-    pub fn start(
+    /// caller need not format it; nor are the request's fields copied).
+    pub fn start<B>(
         format: Option<LogFormat>,
         peer: SocketAddr,
-        method: &Method,
+        req: &http::Request<B>,
         target: String,
-        version: Version,
         guard: G,
     ) -> Self {
         AccessRecord {
@@ -70,9 +101,10 @@ impl<G> AccessRecord<G> {
             at: SystemTime::now(),
             started: Instant::now(),
             peer,
-            method: method.clone(),
+            method: req.method().clone(),
             target,
-            version,
+            version: req.version(),
+            client_fields: format.map(|_| ClientFields::of(req.uri(), req.headers())),
             status: CLIENT_CLOSED,
             result: "-",
             upstream: None,
@@ -91,7 +123,8 @@ impl<G> AccessRecord<G> {
     /// The line for this record, without its newline.
     pub fn line(&self, format: LogFormat, total: Duration) -> String {
         let mut out = String::new();
-        self.entry(format, total, self.target.clone())
+        let fields = self.client_fields.clone().unwrap_or_default();
+        self.entry(format, total, self.target.clone(), fields)
             .write_to(&mut out);
         out.pop();
         out
@@ -99,7 +132,13 @@ impl<G> AccessRecord<G> {
 
     /// What the writer thread needs to format the line. The record's owned fields move into it,
     /// so handing it over costs no formatting and no allocation on the request path.
-    fn entry(&self, format: LogFormat, total: Duration, target: String) -> Entry {
+    fn entry(
+        &self,
+        format: LogFormat,
+        total: Duration,
+        target: String,
+        fields: Box<ClientFields>,
+    ) -> Entry {
         Entry {
             format,
             at: self.at,
@@ -107,6 +146,7 @@ impl<G> AccessRecord<G> {
             method: self.method.clone(),
             target,
             version: self.version,
+            fields,
             status: self.status,
             result: self.result,
             upstream: self.upstream,
@@ -118,10 +158,13 @@ impl<G> AccessRecord<G> {
 
 impl<G> Drop for AccessRecord<G> {
     fn drop(&mut self) {
+        // Counted here, when the response is over, whether or not lines are written.
+        crate::metrics::record_response(self.status, self.bytes);
         let Some(format) = self.format else { return };
-        // The target was only kept for this line: move it rather than copy it.
+        // The target and fields were only kept for this line: move them rather than copy them.
         let target = std::mem::take(&mut self.target);
-        write_entry(self.entry(format, self.started.elapsed(), target));
+        let fields = self.client_fields.take().unwrap_or_default();
+        write_entry(self.entry(format, self.started.elapsed(), target, fields));
     }
 }
 
@@ -134,6 +177,7 @@ struct Entry {
     method: Method,
     target: String,
     version: Version,
+    fields: Box<ClientFields>,
     status: u16,
     result: &'static str,
     upstream: Option<Duration>,
@@ -166,9 +210,12 @@ impl Entry {
                 }
                 let _ = writeln!(
                     out,
-                    " total={total:.3} bytes={bytes}",
+                    " total={total:.3} bytes={bytes} host=\"{host}\" referer=\"{referer}\" ua=\"{ua}\"",
                     total = secs(self.total),
-                    bytes = self.bytes
+                    bytes = self.bytes,
+                    host = escape_plain(&self.fields.host),
+                    referer = escape_plain(&self.fields.referer),
+                    ua = escape_plain(&self.fields.user_agent),
                 );
             }
             LogFormat::Json => {
@@ -183,6 +230,9 @@ impl Entry {
                     "upstream_ms": self.upstream.map(ms),
                     "total_ms": ms(self.total),
                     "bytes": self.bytes,
+                    "host": self.fields.host,
+                    "referer": self.fields.referer,
+                    "user_agent": self.fields.user_agent,
                 });
                 let _ = writeln!(out, "{line}");
             }
@@ -344,15 +394,26 @@ impl<G> HttpBody for LoggedBody<G> {
 mod tests {
     use super::*;
 
+    fn request() -> http::Request<()> {
+        http::Request::builder()
+            .uri("/a?b=1")
+            .header("host", "www.example.com")
+            .header("user-agent", "curl/8 \"x\"")
+            .header("referer", "http://www.example.com/")
+            .body(())
+            .unwrap()
+    }
+
     fn record() -> AccessRecord<()> {
         let mut r = AccessRecord::start(
-            None,
+            Some(LogFormat::Plain),
             "127.0.0.1:5000".parse().unwrap(),
-            &Method::GET,
+            &request(),
             "/a?b=1".into(),
-            Version::HTTP_11,
             (),
         );
+        // The test formats its own line; the record must not also queue one when it drops.
+        r.format = None;
         r.respond(200, "hit", Some(Duration::from_millis(12)));
         r.bytes = 4096;
         r
@@ -361,9 +422,13 @@ mod tests {
     #[test]
     fn plain_line_has_every_field() {
         let line = record().line(LogFormat::Plain, Duration::from_millis(15));
-        assert!(line.ends_with(
-            " 127.0.0.1 \"GET /a?b=1 HTTP/1.1\" 200 hit upstream=0.012 total=0.015 bytes=4096"
-        ));
+        assert!(
+            line.ends_with(
+                " 127.0.0.1 \"GET /a?b=1 HTTP/1.1\" 200 hit upstream=0.012 total=0.015 bytes=4096 \
+                 host=\"www.example.com\" referer=\"http://www.example.com/\" ua=\"curl/8%20%22x%22\""
+            ),
+            "{line}"
+        );
     }
 
     #[test]
@@ -377,6 +442,9 @@ mod tests {
         assert_eq!(v["upstream_ms"], 12.0);
         assert_eq!(v["total_ms"], 15.0);
         assert_eq!(v["bytes"], 4096);
+        assert_eq!(v["host"], "www.example.com");
+        assert_eq!(v["referer"], "http://www.example.com/");
+        assert_eq!(v["user_agent"], "curl/8 \"x\"");
     }
 
     #[test]
@@ -384,9 +452,8 @@ mod tests {
         let r = AccessRecord::start(
             None,
             "127.0.0.1:5000".parse().unwrap(),
-            &Method::GET,
+            &request(),
             "/slow".into(),
-            Version::HTTP_11,
             (),
         );
         let line = r.line(LogFormat::Plain, Duration::from_millis(1));

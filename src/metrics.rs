@@ -46,21 +46,45 @@ fn result_index(result: CacheResult) -> usize {
     }
 }
 
-/// Counts one request by its result, and its total time.
+/// Counts one request by its result, and its time to response headers by result: a hit's
+/// latency and a miss's are different distributions, and a dashboard needs them apart.
 pub fn record_request(result: CacheResult, elapsed: Duration) {
     metrics::counter!("cachet_requests_total", "result" => result.as_str()).increment(1);
-    metrics::histogram!("cachet_request_duration_seconds").record(elapsed.as_secs_f64());
+    metrics::histogram!("cachet_request_duration_seconds", "result" => result.as_str())
+        .record(elapsed.as_secs_f64());
+}
+
+/// The status classes responses are counted by.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Counts one finished response by status class, and the body bytes it sent. Called when the
+/// response is over (its body ended or was dropped), so bytes are what the client really got;
+/// a request abandoned before its response existed counts as `4xx` (logged 499).
+pub fn record_response(status: u16, body_bytes: u64) {
+    let class = match status {
+        100..=199 => STATUS_CLASSES[0],
+        200..=299 => STATUS_CLASSES[1],
+        300..=399 => STATUS_CLASSES[2],
+        400..=499 => STATUS_CLASSES[3],
+        _ => STATUS_CLASSES[4],
+    };
+    metrics::counter!("cachet_responses_total", "class" => class).increment(1);
+    metrics::counter!("cachet_response_body_bytes_total").increment(body_bytes);
+}
+
+/// The kinds upstream failures are counted by (`UpstreamError::kind` without its prefix).
+const UPSTREAM_ERROR_KINDS: [&str; 3] = ["unreachable", "timeout", "busy"];
+
+/// Counts one failed upstream exchange by kind: `unreachable` (502), `timeout` (504), `busy`
+/// (no exchange slot within the queue timeout, 503).
+pub fn record_upstream_error(kind: &'static str) {
+    metrics::counter!("cachet_upstream_errors_total", "kind" => kind).increment(1);
 }
 
 /// Counts one upstream exchange and its time to response headers.
 pub fn record_upstream(elapsed: Duration) {
     metrics::counter!("cachet_upstream_requests_total").increment(1);
     metrics::histogram!("cachet_upstream_duration_seconds").record(elapsed.as_secs_f64());
-}
-
-/// Counts a request refused 503 because every upstream exchange slot stayed busy.
-pub fn record_upstream_busy() {
-    metrics::counter!("cachet_upstream_busy_total").increment(1);
 }
 
 /// Counts a background refresh dropped because the queue was full.
@@ -113,7 +137,20 @@ fn describe() {
     metrics::describe_histogram!(
         "cachet_request_duration_seconds",
         metrics::Unit::Seconds,
-        "Time from request to response headers in the proxy."
+        "Time from request to response headers in the proxy, by cache result."
+    );
+    metrics::describe_counter!(
+        "cachet_responses_total",
+        "Responses finished, by status class (1xx..5xx)."
+    );
+    metrics::describe_counter!(
+        "cachet_response_body_bytes_total",
+        metrics::Unit::Bytes,
+        "Response body bytes sent to clients."
+    );
+    metrics::describe_counter!(
+        "cachet_upstream_errors_total",
+        "Upstream exchanges that failed, by kind (unreachable, timeout, busy)."
     );
     metrics::describe_counter!(
         "cachet_upstream_requests_total",
@@ -132,6 +169,13 @@ fn describe() {
         metrics::counter!("cachet_requests_total", "result" => result.as_str()).increment(0);
     }
     metrics::counter!("cachet_upstream_requests_total").increment(0);
+    for class in STATUS_CLASSES {
+        metrics::counter!("cachet_responses_total", "class" => class).increment(0);
+    }
+    metrics::counter!("cachet_response_body_bytes_total").increment(0);
+    for kind in UPSTREAM_ERROR_KINDS {
+        metrics::counter!("cachet_upstream_errors_total", "kind" => kind).increment(0);
+    }
     metrics::counter!("cachet_refresh_dropped_total").increment(0);
 }
 

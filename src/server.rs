@@ -619,9 +619,8 @@ async fn serve_request(
     let mut record = AccessRecord::start(
         shared.access_log,
         peer,
-        req.method(),
+        &req,
         target,
-        req.version(),
         (shared.in_flight.enter(), busy),
     );
     let (resp, label) = if req.method().as_str() == "PURGE" {

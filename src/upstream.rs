@@ -150,7 +150,7 @@ impl Upstream {
             Ok(Ok(permit)) => Ok(UpstreamPermit(permit)),
             // The semaphore is never closed; treat it like a full queue all the same.
             Ok(Err(_)) | Err(_) => {
-                crate::metrics::record_upstream_busy();
+                crate::metrics::record_upstream_error("busy");
                 Err(UpstreamError::Busy {
                     limit: self.config.max_concurrency,
                     waited: wait,
@@ -187,7 +187,7 @@ impl Upstream {
         request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let timeout = self.config.response_timeout;
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
@@ -198,7 +198,15 @@ impl Upstream {
                     Err(UpstreamError::Unreachable(text))
                 }
             }
+        };
+        if let Err(e) = &result {
+            crate::metrics::record_upstream_error(match e {
+                UpstreamError::Unreachable(_) => "unreachable",
+                UpstreamError::Timeout(_) => "timeout",
+                UpstreamError::Busy { .. } => "busy",
+            });
         }
+        result
     }
 
     /// Turns a client's request into the one sent upstream: the target rewritten to the upstream,

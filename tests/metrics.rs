@@ -76,6 +76,12 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
     samples
 }
 
+/// A loopback port nothing listens on (bound, then released).
+async fn closed_port() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -121,6 +127,15 @@ async fn metrics_parse_as_prometheus_text_and_move_with_requests() {
     }
     assert_eq!(before["cachet_upstream_requests_total"], 0.0);
     assert_eq!(before["cachet_store_entries"], 0.0);
+    for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+        let series = format!("cachet_responses_total{{class=\"{class}\"}}");
+        assert_eq!(before.get(&series), Some(&0.0), "{series}");
+    }
+    for kind in ["unreachable", "timeout", "busy"] {
+        let series = format!("cachet_upstream_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(before.get(&series), Some(&0.0), "{series}");
+    }
+    assert_eq!(before["cachet_response_body_bytes_total"], 0.0);
 
     // One miss, two hits, one bypass.
     let url = format!("http://{}/metered", running.addr);
@@ -147,7 +162,32 @@ async fn metrics_parse_as_prometheus_text_and_move_with_requests() {
     assert_eq!(delta("cachet_requests_total{result=\"bypass\"}"), 1.0);
     assert_eq!(delta("cachet_upstream_requests_total"), 2.0);
     assert_eq!(delta("cachet_upstream_duration_seconds_count"), 2.0);
-    assert_eq!(delta("cachet_request_duration_seconds_count"), 4.0);
+    // Latency by result: one miss, two hits, one bypass.
+    assert_eq!(
+        delta("cachet_request_duration_seconds_count{result=\"miss\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("cachet_request_duration_seconds_count{result=\"hit\"}"),
+        2.0
+    );
+    assert_eq!(
+        delta("cachet_request_duration_seconds_count{result=\"bypass\"}"),
+        1.0
+    );
+    // Four responses, all 2xx; the bodies of the three GETs (the origin's default size) and
+    // the POST's were sent in full.
+    assert_eq!(delta("cachet_responses_total{class=\"2xx\"}"), 4.0);
+    assert_eq!(delta("cachet_responses_total{class=\"5xx\"}"), 0.0);
+    assert!(
+        delta("cachet_response_body_bytes_total") >= 3.0 * 1024.0,
+        "{}",
+        delta("cachet_response_body_bytes_total")
+    );
+    assert_eq!(
+        delta("cachet_upstream_errors_total{kind=\"unreachable\"}"),
+        0.0
+    );
     // Both upstream exchanges took at least the origin's 20 ms.
     assert!(after["cachet_upstream_duration_seconds_sum"] >= 0.04);
     assert_eq!(
@@ -167,6 +207,30 @@ async fn metrics_parse_as_prometheus_text_and_move_with_requests() {
         "the stored body is counted"
     );
     assert_eq!(after["cachet_requests_in_flight"], 0.0);
+
+    // An upstream that refuses connections: one 502, counted as an `unreachable` error.
+    let dead = proxy(closed_port().await, |_| {}).await;
+    let resp = http
+        .get(format!("http://{}/gone", dead.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    resp.bytes().await.unwrap();
+    let last = scrape(&http, admin).await;
+    assert_eq!(
+        last["cachet_upstream_errors_total{kind=\"unreachable\"}"]
+            - after["cachet_upstream_errors_total{kind=\"unreachable\"}"],
+        1.0
+    );
+    assert!(eventually(Duration::from_secs(5), || dead.in_flight.get() == 0).await);
+    let last = scrape(&http, admin).await;
+    assert_eq!(
+        last["cachet_responses_total{class=\"5xx\"}"]
+            - after["cachet_responses_total{class=\"5xx\"}"],
+        1.0
+    );
+    dead.shutdown().await;
     // The scrape's own admin connection is not a client connection; reqwest keeps its proxy
     // connection alive, so one is open.
     assert_eq!(
