@@ -5,6 +5,11 @@
 
 FROM rust:1.95-slim-trixie AS build
 WORKDIR /src
+# The image carries a stripped binary (about 8 MB instead of 75 MB): the release profile keeps
+# line tables for profiling with callgrind, which a container has no use for. Set for the whole
+# stage so the dependency layer and the crate are built with the same profile.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
+    CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # Dependency layer: compile every dependency against placeholder sources, so that this layer is
 # rebuilt only when Cargo.toml or Cargo.lock changes, not on every source edit. The bench targets
@@ -15,6 +20,7 @@ RUN mkdir -p src benches \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/store.rs \
     && echo 'fn main() {}' > benches/request_path.rs \
+    && echo 'fn main() {}' > benches/purge.rs \
     && cargo build --release --locked --bin cachet \
     && rm -rf src benches
 
