@@ -21,9 +21,17 @@ use crate::policy::headers::strip_hop_by_hop;
 /// Why an upstream exchange failed; each maps to the status the client is given.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection could be made, or it broke before a response: 502.
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
+    /// No connection could be made, or it broke before a response: 502. `detail` is the whole
+    /// chain of causes as text, for the client's short error body and the log; the cause itself
+    /// is kept as the error's source.
+    #[error("upstream unreachable: {detail}")]
+    Unreachable {
+        /// The cause chain, joined with `: `.
+        detail: String,
+        /// What hyper reported.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     /// No response headers within the response timeout, or no connection within the connect
     /// timeout: 504.
     #[error("upstream timed out after {0:?}")]
@@ -42,7 +50,7 @@ impl UpstreamError {
     /// The status a client gets for this failure.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            UpstreamError::Unreachable(_) => http::StatusCode::BAD_GATEWAY,
+            UpstreamError::Unreachable { .. } => http::StatusCode::BAD_GATEWAY,
             UpstreamError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Busy { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -51,7 +59,7 @@ impl UpstreamError {
     /// A short name of the failure for `Cache-Status` details and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            UpstreamError::Unreachable(_) => "upstream-unreachable",
+            UpstreamError::Unreachable { .. } => "upstream-unreachable",
             UpstreamError::Timeout(_) => "upstream-timeout",
             UpstreamError::Busy { .. } => "upstream-busy",
         }
@@ -190,18 +198,19 @@ impl Upstream {
         let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                let text = error_chain(&e);
-                if text.contains("timed out") || text.contains("timeout") {
-                    Err(UpstreamError::Timeout(self.config.connect_timeout))
-                } else {
-                    Err(UpstreamError::Unreachable(text))
-                }
+            // A connect that timed out is a timeout (504); anything else a broken upstream (502).
+            // Classified by the io error kind in the cause chain, not by the message's words.
+            Ok(Err(e)) if e.is_connect() && caused_by_timeout(&e) => {
+                Err(UpstreamError::Timeout(self.config.connect_timeout))
             }
+            Ok(Err(e)) => Err(UpstreamError::Unreachable {
+                detail: error_chain(&e),
+                source: e,
+            }),
         };
         if let Err(e) = &result {
             crate::metrics::record_upstream_error(match e {
-                UpstreamError::Unreachable(_) => "unreachable",
+                UpstreamError::Unreachable { .. } => "unreachable",
                 UpstreamError::Timeout(_) => "timeout",
                 UpstreamError::Busy { .. } => "busy",
             });
@@ -326,6 +335,21 @@ impl<B: http_body::Body + Unpin> http_body::Body for HeldBody<B> {
     }
 }
 
+/// True when an `io::Error` of kind `TimedOut` is among `e`'s causes (hyper-util's connector
+/// reports its connect timeout so).
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -335,4 +359,28 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, as hyper-util wraps its connector's.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn a_timeout_is_found_by_its_io_kind_anywhere_in_the_chain() {
+        let rows = [
+            (std::io::ErrorKind::TimedOut, "whatever it says", true),
+            (std::io::ErrorKind::ConnectionRefused, "timed out", false),
+            (std::io::ErrorKind::Other, "timeout", false),
+        ];
+        for (kind, text, want) in rows {
+            let e = Wrapped(std::io::Error::new(kind, text));
+            assert_eq!(caused_by_timeout(&e), want, "{kind:?} {text:?}");
+            assert_eq!(error_chain(&e), format!("client error (Connect): {text}"));
+        }
+    }
 }
