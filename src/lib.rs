@@ -20,6 +20,7 @@ pub mod coalesce;
 pub mod config;
 pub mod metrics;
 pub mod origin;
+pub mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod revalidate;

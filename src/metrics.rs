@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::proxy::CacheResult;
+use crate::outcome::CacheResult;
 use crate::store::Store;
 
 /// Every cache result, in the order `/stats` and `/metrics` list them.

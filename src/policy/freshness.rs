@@ -7,7 +7,6 @@ use http::header::{HeaderMap, AGE, DATE, EXPIRES, LAST_MODIFIED};
 use http::StatusCode;
 
 use super::cache_control::{CacheControl, MaxStale, DELTA_SECONDS_MAX};
-use crate::store::CachedResponse;
 
 /// How heuristic freshness is computed for responses without an explicit lifetime.
 #[derive(Debug, Clone, Copy)]
@@ -146,8 +145,20 @@ pub fn expires_value(headers: &HeaderMap) -> Option<SystemTime> {
     first.to_str().ok().and_then(http_date)
 }
 
+/// What the age of a stored response is computed from: its header fields and when it was asked
+/// for and received. A view, so that freshness needs nothing of the store's types.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// The response's header fields (`Date`, `Age`).
+    pub headers: &'a HeaderMap,
+    /// When the request that fetched it was sent.
+    pub request_time: SystemTime,
+    /// When the response was received.
+    pub response_time: SystemTime,
+}
+
 /// The current age of a stored response at `now` (RFC 9111 4.2.3), in seconds.
-pub fn current_age(response: &CachedResponse, now: SystemTime) -> u64 {
+pub fn current_age(response: Received<'_>, now: SystemTime) -> u64 {
     let secs = |d: Result<Duration, _>| d.map_or(0, |d: Duration| d.as_secs());
     let date = header_date(&response.headers, DATE).unwrap_or(response.response_time);
     let apparent_age = secs(response.response_time.duration_since(date));
@@ -274,7 +285,6 @@ pub fn decide(stored: Stored<'_>, request: &CacheControl, request_no_cache: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use http::HeaderValue;
     use std::time::UNIX_EPOCH;
 
@@ -609,22 +619,6 @@ mod tests {
         }
     }
 
-    fn stored(
-        fields: &[(&str, String)],
-        request_time: SystemTime,
-        response_time: SystemTime,
-    ) -> CachedResponse {
-        CachedResponse {
-            status: StatusCode::OK,
-            headers: headers(fields),
-            body: Bytes::new(),
-            request_time,
-            response_time,
-            vary_values: Vec::new(),
-            cc: CacheControl::default(),
-            lifetime: 0,
-        }
-    }
 
     /// Each row: the RFC rule, response fields, request time, response time, now (offsets from
     /// `T`), the current age.
@@ -747,8 +741,13 @@ mod tests {
             ),
         ];
         for (rule, fields, req, resp, now, want) in rows {
-            let r = stored(&fields, at(req), at(resp));
-            assert_eq!(current_age(&r, at(now)), want, "{rule}");
+            let h = headers(&fields);
+            let r = Received {
+                headers: &h,
+                request_time: at(req),
+                response_time: at(resp),
+            };
+            assert_eq!(current_age(r, at(now)), want, "{rule}");
         }
     }
 

@@ -40,6 +40,8 @@ use crate::revalidate::Revalidator;
 use crate::store::{CachedResponse, Entry, Key, Store, VariantMembers};
 use crate::upstream::{add_via, HeldBody, Upstream};
 
+pub use crate::outcome::CacheResult;
+
 mod fill;
 mod hit_for_miss;
 mod purge;
@@ -78,41 +80,6 @@ impl Default for ProxyConfig {
             stale_if_error: Duration::ZERO,
             rules: StoreRules::default(),
             max_head_size: 64 << 10,
-        }
-    }
-}
-
-/// What happened to a request, for metrics and the access log; attached to every response as an
-/// extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    /// Served fresh from the store.
-    Hit,
-    /// Fetched from upstream.
-    Miss,
-    /// Served stale (stale-while-revalidate, stale-if-error, or max-stale).
-    Stale,
-    /// Revalidated upstream with a 304.
-    Revalidated,
-    /// Served from another request's fetch.
-    Coalesced,
-    /// Not a cacheable request; passed through.
-    Bypass,
-    /// Answered with an error by the proxy itself.
-    Error,
-}
-
-impl CacheResult {
-    /// The label used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Stale => "stale",
-            CacheResult::Revalidated => "revalidated",
-            CacheResult::Coalesced => "coalesced",
-            CacheResult::Bypass => "bypass",
-            CacheResult::Error => "error",
         }
     }
 }
@@ -425,7 +392,7 @@ impl Inner {
             Lookup::Found(found) => {
                 let now = SystemTime::now();
                 let stored = found.response();
-                let age = current_age(stored, now);
+                let age = current_age(stored.received(), now);
                 let decision = decide(
                     Stored {
                         cc: &stored.cc,
@@ -525,7 +492,7 @@ impl Inner {
                     if vary::matches(&stored.vary_values, &parts.headers) {
                         status.fwd_status = Some(stored.status.as_u16());
                         status.collapsed = true;
-                        let age = current_age(&stored, SystemTime::now());
+                        let age = current_age(stored.received(), SystemTime::now());
                         status.ttl = Some(stored.lifetime as i64 - age as i64);
                         return serve_stored(&parts, &stored, age, status, CacheResult::Coalesced);
                     }
@@ -622,7 +589,7 @@ impl Inner {
                 elapsed,
             } => {
                 let stored = &*entry;
-                let age = current_age(stored, SystemTime::now());
+                let age = current_age(stored.received(), SystemTime::now());
                 status.fwd_status = fwd_status;
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
                 status.detail = Some("stale-if-error".into());
@@ -636,7 +603,7 @@ impl Inner {
                 elapsed,
             } => {
                 let stored = &requester;
-                let age = current_age(stored, SystemTime::now());
+                let age = current_age(stored.received(), SystemTime::now());
                 status.fwd_status = Some(304);
                 status.ttl = Some(stored.lifetime as i64 - age as i64);
                 status.stored = was_stored;

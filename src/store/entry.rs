@@ -103,6 +103,17 @@ pub struct CachedResponse {
     pub lifetime: u64,
 }
 
+impl CachedResponse {
+    /// What its age is computed from ([`crate::policy::freshness::current_age`]).
+    pub fn received(&self) -> crate::policy::freshness::Received<'_> {
+        crate::policy::freshness::Received {
+            headers: &self.headers,
+            request_time: self.request_time,
+            response_time: self.response_time,
+        }
+    }
+}
+
 /// One stored value.
 ///
 /// A URL whose response carries `Vary` is stored as an index under the URL's key that names the
