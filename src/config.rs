@@ -1,21 +1,27 @@
 //! Typed, validated configuration for `cachet serve`.
 //!
 //! Every flag also reads an environment variable (`CACHET_*`). Values are parsed into typed
-//! values once, at start-up, by clap value parsers, so a bad value is reported with the flag's
-//! name and the process exits non-zero before anything is bound.
+//! values once, at start-up, by clap value parsers, so a bad value is reported before anything is
+//! bound, under the name the operator gave it: the flag, the variable (`CACHET_CAPACITY=abc`) or
+//! the config file's key and line. A `CACHET_*` variable that no flag reads is refused too, with
+//! the closest known name ([`unknown_env_vars`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Command};
 use http::Uri;
 use ipnet::IpNet;
 
 use crate::policy::{Heuristics, StoreRules};
 use crate::proxy::ProxyConfig;
 use crate::store::{Backend, MokaPolicy};
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_duration, parse_size_within};
 use crate::upstream::UpstreamConfig;
 
 /// Flags of `cachet serve`.
@@ -29,8 +35,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to accept client connections on.
-    #[arg(long, env = "CACHET_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to accept client connections on: IP:PORT, or HOST:PORT (localhost:8080), whose
+    /// host name is resolved once at start-up and the first address it resolves to is used.
+    #[arg(long, env = "CACHET_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_addr, value_name = "ADDR")]
     pub listen: SocketAddr,
 
     /// The origin to forward to, as an http:// URL (e.g. http://127.0.0.1:9000). Required, here,
@@ -57,12 +64,14 @@ pub struct ServeArgs {
     )]
     pub moka_policy: MokaPolicy,
 
-    /// Most bytes the store holds (keys, headers and bodies), e.g. 64MiB, 1GiB.
-    #[arg(long, env = "CACHET_CAPACITY", default_value = "64MiB", value_parser = parse_size_arg, help_heading = "Cache")]
+    /// Most bytes the store holds (keys, headers and bodies), e.g. 64MiB, 1GiB. At least 1MiB; a
+    /// number without a unit is bytes.
+    #[arg(long, env = "CACHET_CAPACITY", default_value = "64MiB", value_parser = parse_capacity, value_name = "SIZE", help_heading = "Cache")]
     pub capacity: u64,
 
-    /// Responses larger than this are streamed through and not stored.
-    #[arg(long, env = "CACHET_MAX_OBJECT_SIZE", default_value = "8MiB", value_parser = parse_size_arg, help_heading = "Cache")]
+    /// Responses larger than this are streamed through and not stored. At least 1KiB; a number
+    /// without a unit is bytes.
+    #[arg(long, env = "CACHET_MAX_OBJECT_SIZE", default_value = "8MiB", value_parser = parse_max_object_size, value_name = "SIZE", help_heading = "Cache")]
     pub max_object_size: u64,
 
     /// How long a request waits for another's in-flight fetch of the same key before fetching
@@ -137,8 +146,8 @@ pub struct ServeArgs {
     pub send_timeout: Duration,
 
     /// Largest request head (request line and headers) accepted; larger ones get 431. At least
-    /// 8KiB.
-    #[arg(long, env = "CACHET_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size_arg, help_heading = "Limits and timeouts")]
+    /// 8KiB and less than 4GiB; a number without a unit is bytes.
+    #[arg(long, env = "CACHET_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_max_header_size, value_name = "SIZE", help_heading = "Limits and timeouts")]
     pub max_header_size: u64,
 
     /// Client connections open at once; further clients wait in the listen backlog until one
@@ -155,12 +164,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
     pub shutdown_timeout: Duration,
 
-    /// Address of the admin listener (/metrics, /health, /stats, /purge), e.g. 127.0.0.1:9091.
-    /// Off when not given.
+    /// Address of the admin listener (/metrics, /health, /stats, /purge), e.g. 127.0.0.1:9091;
+    /// a host name is resolved as for --listen. Off when not given.
     #[arg(
         long,
         env = "CACHET_ADMIN",
         value_name = "ADDR",
+        value_parser = parse_addr,
         help_heading = "Admin"
     )]
     pub admin: Option<SocketAddr>,
@@ -229,8 +239,46 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
     })
 }
 
-fn parse_size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| e.to_string())
+/// The least `--capacity`: every entry is charged its key, its headers and
+/// [`ENTRY_OVERHEAD`](crate::store::ENTRY_OVERHEAD) bytes, so less than this holds a few hundred
+/// small responses at most. Varnish refuses a `malloc` store under 1MiB for the same reason.
+pub const MIN_CAPACITY: u64 = 1 << 20;
+
+/// The least `--max-object-size`: below it almost no response could be stored.
+pub const MIN_OBJECT_SIZE: u64 = 1 << 10;
+
+fn parse_capacity(s: &str) -> Result<u64, String> {
+    parse_size_within(s, MIN_CAPACITY, None).map_err(|e| e.to_string())
+}
+
+fn parse_max_object_size(s: &str) -> Result<u64, String> {
+    parse_size_within(s, MIN_OBJECT_SIZE, None).map_err(|e| e.to_string())
+}
+
+fn parse_max_header_size(s: &str) -> Result<u64, String> {
+    parse_size_within(s, MIN_HEADER_SIZE, Some(1 << 32)).map_err(|e| e.to_string())
+}
+
+/// Parses a listen address: an IP address and port (`127.0.0.1:8080`, `[::1]:8080`), or a host
+/// name and port (`localhost:8080`), resolved now; the first address it resolves to is used.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(addr) = t.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let expected = "expected IP:PORT or HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080, localhost:8080";
+    let Some((host, port)) = t.rsplit_once(':') else {
+        return Err(format!("invalid address {s:?}: no port; {expected}"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("invalid address {s:?}: {expected}"));
+    }
+    match t.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("cannot resolve {s:?}: the name has no address")),
+        Err(e) => Err(format!("cannot resolve {s:?}: {e}")),
+    }
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
@@ -335,8 +383,12 @@ impl ServeArgs {
                 "missing: give --upstream URL, CACHET_UPSTREAM or `upstream` in the config file",
             ));
         };
-        if self.capacity == 0 {
-            return Err(invalid("--capacity", "must be more than 0 bytes"));
+        // The flags' parsers refuse these already; `ServeArgs` built by hand is checked here.
+        if self.capacity < MIN_CAPACITY {
+            return Err(invalid("--capacity", "must be at least 1MiB"));
+        }
+        if self.max_object_size < MIN_OBJECT_SIZE {
+            return Err(invalid("--max-object-size", "must be at least 1KiB"));
         }
         if self.revalidate_workers == 0 {
             return Err(invalid("--revalidate-workers", "must be at least 1"));
@@ -641,6 +693,348 @@ fn clap_message(e: &clap::Error, item: &str) -> String {
     message
 }
 
+/// Every environment variable the command reads: the `env` of each flag of the command and of
+/// its subcommands, taken from clap's own metadata so that it cannot drift from the flags.
+/// (Nothing in the crate reads a `CACHET_*` variable directly; one that did would belong here.)
+pub fn known_env_names(cmd: &Command) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    for sub in cmd.get_subcommands() {
+        names.extend(known_env_names(sub));
+    }
+    names
+}
+
+/// A `CACHET_*` environment variable that no flag reads: most likely a misspelt one, whose
+/// setting would otherwise be silently left at its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEnvVar {
+    /// The variable's name.
+    pub name: String,
+    /// The known name closest to it, when one is close.
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for UnknownEnvVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown environment variable {}: no setting reads it",
+            self.name
+        )?;
+        match &self.suggestion {
+            Some(known) => write!(f, "; did you mean {known}?"),
+            None => write!(f, " (`cachet serve --help` lists each flag's variable)"),
+        }
+    }
+}
+
+impl std::error::Error for UnknownEnvVar {}
+
+/// The variables of `vars` whose name starts with `CACHET_` (in any case) and that no flag of
+/// `cmd` reads ([`known_env_names`]), each with the closest known name. Variables that Kubernetes
+/// and Docker links define for a service or container named `cachet...` (`CACHET_SERVICE_HOST`,
+/// `CACHET_PORT=tcp://...`, `CACHET_PORT_8080_TCP_ADDR`, ...) are not settings and are let be.
+pub fn unknown_env_vars(
+    cmd: &Command,
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<UnknownEnvVar> {
+    const PREFIX: &str = "CACHET_";
+    let known = known_env_names(cmd);
+    let mut unknown = Vec::new();
+    for (name, value) in vars {
+        let name = name.to_string_lossy();
+        let upper = name.to_ascii_uppercase();
+        if !upper.starts_with(PREFIX) || known.contains(name.as_ref()) {
+            continue;
+        }
+        // Windows looks variables up without regard to case, and so does clap there.
+        if cfg!(windows) && known.contains(&upper) {
+            continue;
+        }
+        if is_service_link(&name, &value.to_string_lossy()) {
+            continue;
+        }
+        let wanted = upper.replace('-', "_");
+        let wanted = &wanted[PREFIX.len()..];
+        let suggestion = known
+            .iter()
+            .filter_map(|k| k.strip_prefix(PREFIX).map(|rest| (k, rest)))
+            .map(|(k, rest)| (edit_distance(wanted, rest), k))
+            .min()
+            .filter(|(d, _)| *d <= (wanted.len() / 3).max(2))
+            .map(|(_, k)| k.clone());
+        unknown.push(UnknownEnvVar {
+            name: name.into_owned(),
+            suggestion,
+        });
+    }
+    unknown
+}
+
+/// Whether `name=value` is one of the variables Kubernetes defines for a service (and Docker for
+/// a linked container), whose names start with the service's: `<SVC>_SERVICE_HOST`,
+/// `<SVC>_SERVICE_PORT[_<NAME>]`, `<SVC>_PORT=tcp://...` and
+/// `<SVC>_PORT_<N>_<PROTO>[_PROTO|_PORT|_ADDR]`; and Docker's `<ALIAS>_NAME=/...` and
+/// `<ALIAS>_ENV_<VAR>`.
+fn is_service_link(name: &str, value: &str) -> bool {
+    let is_proto = |p: &str| matches!(p, "TCP" | "UDP" | "SCTP");
+    if name.ends_with("_SERVICE_HOST")
+        || name.ends_with("_SERVICE_PORT")
+        || name.contains("_SERVICE_PORT_")
+        || name.contains("_ENV_")
+        || (name.ends_with("_NAME") && value.starts_with('/'))
+    {
+        return true;
+    }
+    if name.ends_with("_PORT")
+        && ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|p| value.starts_with(p))
+    {
+        return true;
+    }
+    // <SVC>_PORT_<N>_<PROTO>, then nothing or one of _PROTO, _PORT, _ADDR.
+    name.match_indices("_PORT_").any(|(i, m)| {
+        let rest: Vec<&str> = name[i + m.len()..].split('_').collect();
+        let port_and_proto = rest.len() >= 2
+            && !rest[0].is_empty()
+            && rest[0].bytes().all(|b| b.is_ascii_digit())
+            && is_proto(rest[1]);
+        port_and_proto
+            && (rest.len() == 2
+                || (rest.len() == 3 && matches!(rest[2], "PROTO" | "PORT" | "ADDR")))
+    })
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Where a setting's value came from, when it was not typed as a flag: how an error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An environment variable, with its value unless the flag hides it (a token).
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value, or `None` when it is secret.
+        value: Option<String>,
+    },
+    /// A key of the configuration file (which reaches clap through the environment).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The key's line.
+        line: usize,
+        /// The key.
+        key: String,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Env {
+                name,
+                value: Some(v),
+            } => write!(f, "{name}={v}"),
+            Origin::Env { name, value: None } => write!(f, "{name}"),
+            Origin::File { path, line, key } => {
+                write!(f, "config file {}, line {line}: `{key}`", path.display())
+            }
+        }
+    }
+}
+
+/// The origin of each setting of a parsed command line that came from the environment or the
+/// config file, so that [`ConfigError`]s can name it the way the operator wrote it.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    by_flag: Vec<(String, Origin)>,
+}
+
+impl Origins {
+    /// Reads the origins from `matches`, parsed by `cmd` (the binary's whole command: the
+    /// subcommand that ran is found in it). `file` is the config file and the settings of it that
+    /// were applied through the environment, when there is one.
+    pub fn new(cmd: &Command, matches: &ArgMatches, file: Option<(&Path, &[FileSetting])>) -> Self {
+        let (cmd, matches) = leaf(cmd, matches);
+        let by_flag = cmd
+            .get_arguments()
+            .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::EnvVariable))
+            .filter_map(|a| Some((format!("--{}", a.get_long()?), origin_of(a, file)?)))
+            .collect();
+        Origins { by_flag }
+    }
+
+    /// Where the value of `flag` (`--capacity`) came from, when not from the command line or
+    /// the defaults.
+    pub fn of(&self, flag: &str) -> Option<&Origin> {
+        self.by_flag.iter().find(|(f, _)| f == flag).map(|(_, o)| o)
+    }
+
+    /// The error's message, naming the variable or the file's key the value came from beside the
+    /// flag: `invalid value for --revalidate-workers (CACHET_REVALIDATE_WORKERS=0): ...`.
+    pub fn explain(&self, error: &ConfigError) -> String {
+        match error {
+            ConfigError::Invalid { name, reason } => match self.of(name) {
+                Some(origin) => format!("invalid value for {name} ({origin}): {reason}"),
+                None => error.to_string(),
+            },
+        }
+    }
+}
+
+/// The environment variable or file key that gave `arg` its value, when it was read from the
+/// environment.
+fn origin_of(arg: &clap::Arg, file: Option<(&Path, &[FileSetting])>) -> Option<Origin> {
+    let env = arg.get_env()?.to_string_lossy().into_owned();
+    if let Some((path, settings)) = file {
+        if let Some(s) = settings.iter().find(|s| s.env == env) {
+            return Some(Origin::File {
+                path: path.to_path_buf(),
+                line: s.line,
+                key: s.key.clone(),
+            });
+        }
+    }
+    let value = (!arg.is_hide_env_values_set())
+        .then(|| std::env::var_os(&env).map(|v| v.to_string_lossy().into_owned()))
+        .flatten();
+    Some(Origin::Env { name: env, value })
+}
+
+/// The subcommand that ran, and its matches.
+fn leaf<'a>(cmd: &'a Command, matches: &'a ArgMatches) -> (&'a Command, &'a ArgMatches) {
+    match matches.subcommand() {
+        Some((name, sub)) => match cmd.find_subcommand(name) {
+            Some(sub_cmd) => leaf(sub_cmd, sub),
+            None => (cmd, matches),
+        },
+        None => (cmd, matches),
+    }
+}
+
+/// A value that clap refused, which came from the environment or the config file rather than
+/// the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValueError {
+    /// The flag the value is for (`--capacity`).
+    pub flag: String,
+    /// The variable or file key it came from.
+    pub origin: Origin,
+    /// What is wrong with it, from the flag's parser.
+    pub reason: String,
+}
+
+impl fmt::Display for EnvValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            // The same words as a bad value found while the file is checked.
+            Origin::File { path, line, key } => write!(
+                f,
+                "config file {}, line {line}: invalid value for `{key}`: {}",
+                path.display(),
+                self.reason
+            ),
+            Origin::Env { .. } => write!(f, "{} ({}): {}", self.origin, self.flag, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for EnvValueError {}
+
+/// When clap refused a value that came from the environment (`CACHET_CAPACITY=abc`), names the
+/// variable (or the config file's key, for a setting applied from `file`); `None` when the value
+/// was typed on the command line, or the error is of another kind, and clap's own message says it
+/// best.
+///
+/// `cmd` is the command that failed, built after the environment was last changed (clap reads
+/// each variable when the command is built), and `argv` its command line. The command line is
+/// parsed again with every `env` removed, so that [`ArgMatches::value_source`] tells which flags
+/// it gave; the blamed flag's variable is then checked by the flag's own parser.
+pub fn env_value_error(
+    cmd: &Command,
+    argv: impl IntoIterator<Item = OsString>,
+    error: &clap::Error,
+    file: Option<(&Path, &[FileSetting])>,
+) -> Option<EnvValueError> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(blamed)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    fn without_env(cmd: Command) -> Command {
+        cmd.mut_args(|a| a.env(None::<&'static str>))
+            .mut_subcommands(without_env)
+    }
+    // Fails when the command line alone is wrong: then clap's error is about it.
+    let matches = without_env(cmd.clone()).try_get_matches_from(argv).ok()?;
+    // Built, so that each flag renders as clap's error does (`--capacity <SIZE>`).
+    let mut built = cmd.clone();
+    built.build();
+    // Every level of the subcommand path reads its own flags' variables: the top level of
+    // `cachet` flattens the flags of `serve`, so `cachet serve --capacity 1GiB` still has the top
+    // level read CACHET_CAPACITY. The blamed flag is one not given on the command line at its level.
+    let mut levels = vec![(&built, &matches)];
+    while let Some((name, sub)) = levels.last().and_then(|(_, m)| m.subcommand()) {
+        let Some(sub_cmd) = levels.last().and_then(|(c, _)| c.find_subcommand(name)) else {
+            break;
+        };
+        levels.push((sub_cmd, sub));
+    }
+    let arg = levels.iter().rev().find_map(|(level, level_matches)| {
+        level.get_arguments().find(|a| {
+            a.to_string() == *blamed
+                && a.get_env().is_some()
+                && level_matches.value_source(a.get_id().as_str()) != Some(ValueSource::CommandLine)
+        })
+    })?;
+    // The flag alone, reading its variable as the real parse did.
+    let check = Command::new("env")
+        .no_binary_name(true)
+        .arg(arg.clone().required(false));
+    let e = check.try_get_matches_from(Vec::<OsString>::new()).err()?;
+    let raw = std::env::var_os(arg.get_env()?).unwrap_or_default();
+    let reason = std::error::Error::source(&e)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| clap_message(&e, &raw.to_string_lossy()));
+    let origin = origin_of(arg, file)?;
+    let reason = match &origin {
+        // A secret's value is not echoed, and the parser's message may carry it.
+        Origin::Env { value: None, .. } => "invalid value".to_string(),
+        _ => reason,
+    };
+    Some(EnvValueError {
+        flag: format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str())),
+        origin,
+        reason,
+    })
+}
+
 fn scalar_text(v: &toml::Value) -> Option<String> {
     match v {
         toml::Value::String(s) => Some(s.clone()),
@@ -662,13 +1056,13 @@ mod tests {
     #[test]
     fn file_values_become_flag_values() {
         let settings = parse(
-            "listen = \"127.0.0.1:1\"\ncapacity = 1024\nallow_set_cookie = true\n\
+            "listen = \"127.0.0.1:1\"\ncapacity = 2097152\nallow_set_cookie = true\n\
              allow_purge_from = [\"127.0.0.1\", \"10.0.0.0/8\"]\nshutdown_timeout = 1.5\n",
         )
         .unwrap();
         let find = |k: &str| settings.iter().find(|s| s.key == k).unwrap();
         assert_eq!(find("listen").env, "CACHET_LISTEN");
-        assert_eq!(find("capacity").value, "1024");
+        assert_eq!(find("capacity").value, "2097152", "a bare number is bytes");
         assert_eq!(find("allow_set_cookie").value, "true");
         assert_eq!(find("allow_purge_from").value, "127.0.0.1,10.0.0.0/8");
         assert_eq!(find("allow_purge_from").line, 4);
@@ -738,9 +1132,7 @@ mod tests {
         };
         assert!(args(&[]).validate().is_ok());
         for (flags, name) in [
-            (&["--capacity", "0"][..], "--capacity"),
-            (&["--max-connections", "0"], "--max-connections"),
-            (&["--max-header-size", "4KiB"], "--max-header-size"),
+            (&["--max-connections", "0"][..], "--max-connections"),
             (&["--header-read-timeout", "0s"], "--header-read-timeout"),
             (&["--admin-token", " "], "--admin-token"),
             (
@@ -751,5 +1143,195 @@ mod tests {
             let err = args(flags).validate().unwrap_err();
             assert!(err.to_string().contains(name), "{flags:?}: {err}");
         }
+    }
+
+    fn cli() -> Command {
+        ServeArgs::augment_args(Command::new("cachet"))
+    }
+
+    #[test]
+    fn sizes_too_small_to_be_meant_as_bytes_are_refused_with_the_key() {
+        // The file, the flags and the variables share these parsers; the file names the key.
+        let e = parse("capacity = 64\n").unwrap_err().to_string();
+        assert!(
+            e.contains("`capacity`") && e.contains("64 bytes") && e.contains("64MiB"),
+            "{e}"
+        );
+        assert!(e.contains("a number without a unit is bytes"), "{e}");
+        let e = parse("max_object_size = 8\n").unwrap_err().to_string();
+        assert!(e.contains("`max_object_size`") && e.contains("8MiB"), "{e}");
+        let e = parse("max_header_size = \"4KiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("below the minimum of 8KiB"), "{e}");
+        let e = parse("max_header_size = \"4GiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("less than 4GiB"), "{e}");
+        let e = parse("capacity = 0\n").unwrap_err().to_string();
+        assert!(e.contains("0 bytes is below the minimum of 1MiB"), "{e}");
+        parse("capacity = \"1MiB\"\nmax_object_size = 1024\nmax_header_size = \"8KiB\"\n").unwrap();
+        let m = cli().try_get_matches_from(["cachet", "--capacity", "64"]);
+        let e = m.unwrap_err().to_string();
+        assert!(e.contains("--capacity") && e.contains("64 bytes"), "{e}");
+    }
+
+    #[test]
+    fn listen_and_admin_take_host_names() {
+        let addr = parse_addr("localhost:8080").unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 8080, "{addr}");
+        assert_eq!(
+            parse_addr("[::1]:80").unwrap(),
+            "[::1]:80".parse::<SocketAddr>().unwrap()
+        );
+        let e = parse_addr("localhost").unwrap_err();
+        assert!(e.contains("no port"), "{e}");
+        let e = parse_addr("localhost:99999").unwrap_err();
+        assert!(e.contains("HOST:PORT"), "{e}");
+        let m = cli()
+            .try_get_matches_from([
+                "cachet",
+                "--listen",
+                "localhost:0",
+                "--admin",
+                "localhost:1",
+            ])
+            .unwrap();
+        let args = <ServeArgs as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+        assert!(args.listen.ip().is_loopback());
+        assert_eq!(args.admin.map(|a| a.port()), Some(1));
+        let settings = parse("listen = \"localhost:8080\"\n").unwrap();
+        assert_eq!(settings[0].value, "localhost:8080");
+        let e = parse("admin = \"localhost\"\n").unwrap_err().to_string();
+        assert!(e.contains("`admin`") && e.contains("no port"), "{e}");
+    }
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        list.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn unknown_cachet_variables_are_named_with_the_closest_known_one() {
+        let cmd = Command::new("cachet")
+            .subcommand(ServeArgs::augment_args(Command::new("serve")))
+            .subcommand(
+                Command::new("origin").arg(clap::Arg::new("l").env("CACHET_ORIGIN_LISTEN")),
+            );
+        let known = known_env_names(&cmd);
+        assert!(known.contains("CACHET_CONFIG") && known.contains("CACHET_CAPACITY"));
+        assert!(known.contains("CACHET_ORIGIN_LISTEN"), "subcommands count");
+        let found = unknown_env_vars(
+            &cmd,
+            vars(&[
+                ("CACHET_CAPACITY", "1GiB"),
+                ("CACHET_ORIGIN_LISTEN", "127.0.0.1:1"),
+                ("PATH", "/bin"),
+                ("CACHET_CAPACTY", "1GiB"),
+                ("cachet_upstream", "http://x"),
+                ("CACHET_MAX_OBJ_SIZE", "1MiB"),
+                ("CACHET_ZZZZZZZZ", "1"),
+                ("CACHET_PORT", "8080"),
+            ]),
+        );
+        let said: Vec<(&str, Option<&str>)> = found
+            .iter()
+            .map(|u| (u.name.as_str(), u.suggestion.as_deref()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                ("CACHET_CAPACTY", Some("CACHET_CAPACITY")),
+                ("cachet_upstream", Some("CACHET_UPSTREAM")),
+                ("CACHET_MAX_OBJ_SIZE", Some("CACHET_MAX_OBJECT_SIZE")),
+                ("CACHET_ZZZZZZZZ", None),
+                ("CACHET_PORT", None),
+            ]
+        );
+        assert_eq!(
+            found[0].to_string(),
+            "unknown environment variable CACHET_CAPACTY: no setting reads it; \
+             did you mean CACHET_CAPACITY?"
+        );
+        // What Kubernetes (and Docker links) define for a service called cachet or cachet-admin.
+        let links = unknown_env_vars(
+            &cmd,
+            vars(&[
+                ("CACHET_SERVICE_HOST", "10.0.0.11"),
+                ("CACHET_SERVICE_PORT", "8080"),
+                ("CACHET_SERVICE_PORT_HTTP", "8080"),
+                ("CACHET_PORT", "tcp://10.0.0.11:8080"),
+                ("CACHET_PORT_8080_TCP", "tcp://10.0.0.11:8080"),
+                ("CACHET_PORT_8080_TCP_PROTO", "tcp"),
+                ("CACHET_PORT_8080_TCP_PORT", "8080"),
+                ("CACHET_PORT_8080_TCP_ADDR", "10.0.0.11"),
+                ("CACHET_ADMIN_SERVICE_HOST", "10.0.0.12"),
+                ("CACHET_ADMIN_PORT", "tcp://10.0.0.12:9091"),
+                ("CACHET_NAME", "/web/cachet"),
+                ("CACHET_ENV_CACHET_CAPACITY", "1GiB"),
+            ]),
+        );
+        assert_eq!(links, [], "service links are not settings");
+        assert!(!is_service_link("CACHET_ADMIN_PORT", "9091"));
+        assert!(!is_service_link("CACHET_PORT_8080", "1"));
+        assert!(!is_service_link("CACHET_PORT_8080_TCP_HOST", "1"));
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("CAPACTY", "CAPACITY"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn a_bad_value_typed_on_the_command_line_is_left_to_clap() {
+        let cmd = cli();
+        let argv = ["cachet", "--capacity", "lots"];
+        let e = cmd.clone().try_get_matches_from(argv).unwrap_err();
+        let found = env_value_error(&cmd, argv.map(OsString::from), &e, None);
+        assert_eq!(found, None, "the command line is wrong, and clap says so");
+    }
+
+    #[test]
+    fn validation_errors_name_the_file_key_or_the_variable() {
+        let origins = Origins {
+            by_flag: vec![
+                (
+                    "--revalidate-workers".into(),
+                    Origin::File {
+                        path: "/etc/cachet.toml".into(),
+                        line: 3,
+                        key: "revalidate_workers".into(),
+                    },
+                ),
+                (
+                    "--max-connections".into(),
+                    Origin::Env {
+                        name: "CACHET_MAX_CONNECTIONS".into(),
+                        value: Some("0".into()),
+                    },
+                ),
+            ],
+        };
+        let e = invalid("--revalidate-workers", "must be at least 1");
+        assert_eq!(
+            origins.explain(&e),
+            "invalid value for --revalidate-workers (config file /etc/cachet.toml, line 3: \
+             `revalidate_workers`): must be at least 1"
+        );
+        let e = invalid("--max-connections", "must be at least 1");
+        assert_eq!(
+            origins.explain(&e),
+            "invalid value for --max-connections (CACHET_MAX_CONNECTIONS=0): must be at least 1"
+        );
+        let e = invalid("--send-timeout", "too short");
+        assert_eq!(origins.explain(&e), e.to_string(), "typed as a flag");
+        // From a real parse: the command line is no environment.
+        let m = cli()
+            .try_get_matches_from(["cachet", "--max-connections", "0"])
+            .unwrap();
+        let origins = Origins::new(&cli(), &m, None);
+        assert_eq!(origins.of("--max-connections"), None);
     }
 }

@@ -7,7 +7,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use cachet::bench::BenchArgs;
-use cachet::config::{LogFormat, ServeArgs};
+use cachet::config::{ConfigError, FileSetting, LogFormat, Origins, ServeArgs};
 use cachet::origin::OriginConfig;
 use cachet::units::{parse_duration, parse_size};
 
@@ -43,8 +43,8 @@ enum Command {
 /// Flags of `cachet healthcheck`.
 #[derive(Debug, Args)]
 struct HealthcheckArgs {
-    /// The admin listener to ask (0.0.0.0 or [::] mean this host).
-    #[arg(long, env = "CACHET_ADMIN", default_value = "127.0.0.1:9091")]
+    /// The admin listener to ask, IP:PORT or HOST:PORT (0.0.0.0 or [::] mean this host).
+    #[arg(long, env = "CACHET_ADMIN", default_value = "127.0.0.1:9091", value_parser = cachet::config::parse_addr)]
     admin: SocketAddr,
     /// How long to wait for the answer.
     #[arg(long, default_value = "3s", value_parser = |s: &str| parse_duration(s).map_err(|e| e.to_string()))]
@@ -54,8 +54,8 @@ struct HealthcheckArgs {
 /// Flags of `cachet origin`.
 #[derive(Debug, Args)]
 struct OriginArgs {
-    /// Address to listen on.
-    #[arg(long, env = "CACHET_ORIGIN_LISTEN", default_value = "127.0.0.1:9000")]
+    /// Address to listen on, IP:PORT or HOST:PORT.
+    #[arg(long, env = "CACHET_ORIGIN_LISTEN", default_value = "127.0.0.1:9000", value_parser = cachet::config::parse_addr)]
     listen: SocketAddr,
     /// Delay before each response's headers (per request: ?latency=50ms).
     #[arg(long, default_value = "200ms", value_parser = |s: &str| parse_duration(s).map_err(|e| e.to_string()))]
@@ -74,9 +74,16 @@ struct OriginArgs {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = parse_cli_with_config_file();
+    let (cli, origins) = parse_cli_with_config_file();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            // A setting that parses but makes no sense: exit status 2 like every configuration
+            // error, named as the operator gave it (flag, variable or file key).
+            let config = e.downcast_ref::<ConfigError>().expect("checked above");
+            eprintln!("error: {}", origins.explain(config));
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             // `{:#}` prints the context chain on one line; no backtrace for an operator's mistake.
             eprintln!("error: {e:#}");
@@ -128,9 +135,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// documented order: flags, then environment, then file, then defaults. The file is checked key
 /// by key first, so that a bad key or value is reported with the file and line, and the process
 /// exits non-zero before anything starts.
-fn parse_cli_with_config_file() -> Cli {
-    let first = Cli::parse();
-    let config = match &first {
+///
+/// Every configuration error exits with status 2: a bad value named by flag, `CACHET_*` variable
+/// or file key and line, and a `CACHET_*` variable that no flag reads. The origins returned name
+/// the variables and keys in the errors `ServeArgs::validate` finds later.
+fn parse_cli_with_config_file() -> (Cli, Origins) {
+    let first = parse_or_exit(None);
+    // After the first parse, so that `--help` still answers to find the right name.
+    let unknown = cachet::config::unknown_env_vars(&Cli::command(), std::env::vars_os());
+    if !unknown.is_empty() {
+        for u in &unknown {
+            eprintln!("error: {u}");
+        }
+        std::process::exit(2);
+    }
+    let config = match &first.0 {
         Cli {
             command: Some(Command::Serve(args)),
             ..
@@ -141,7 +160,10 @@ fn parse_cli_with_config_file() -> Cli {
         } => args.config.clone(),
         _ => None,
     };
-    let Some(path) = config else { return first };
+    let Some(path) = config else {
+        let origins = Origins::new(&Cli::command(), &first.1, None);
+        return (first.0, origins);
+    };
     let settings = match cachet::config::read_config_file(&path) {
         Ok(s) => s,
         Err(e) => {
@@ -149,13 +171,38 @@ fn parse_cli_with_config_file() -> Cli {
             std::process::exit(2);
         }
     };
-    for setting in settings {
-        if std::env::var_os(&setting.env).is_none() {
-            // Single-threaded here: no runtime, no tracing, no other thread reads the environment.
-            std::env::set_var(&setting.env, &setting.value);
+    let applied: Vec<FileSetting> = settings
+        .into_iter()
+        .filter(|s| std::env::var_os(&s.env).is_none())
+        .collect();
+    for setting in &applied {
+        // Single-threaded here: no runtime, no tracing, no other thread reads the environment.
+        std::env::set_var(&setting.env, &setting.value);
+    }
+    let (cli, matches) = parse_or_exit(Some((&path, &applied)));
+    let origins = Origins::new(&Cli::command(), &matches, Some((&path, &applied)));
+    (cli, origins)
+}
+
+/// `Cli::parse()`, but a bad value from the environment (or from the config file, applied through
+/// it) is named by its variable (or key and line) rather than by the flag clap blames.
+fn parse_or_exit(file: Option<(&std::path::Path, &[FileSetting])>) -> (Cli, clap::ArgMatches) {
+    let mut cmd = Cli::command();
+    let parsed = cmd
+        .clone()
+        .try_get_matches()
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            if let Some(bad) = cachet::config::env_value_error(&cmd, std::env::args_os(), &e, file)
+            {
+                eprintln!("error: {bad}");
+                std::process::exit(2);
+            }
+            e.format(&mut cmd).exit()
         }
     }
-    Cli::parse()
 }
 
 fn init_tracing(format: LogFormat) {

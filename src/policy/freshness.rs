@@ -160,9 +160,9 @@ pub struct Received<'a> {
 /// The current age of a stored response at `now` (RFC 9111 4.2.3), in seconds.
 pub fn current_age(response: Received<'_>, now: SystemTime) -> u64 {
     let secs = |d: Result<Duration, _>| d.map_or(0, |d: Duration| d.as_secs());
-    let date = header_date(&response.headers, DATE).unwrap_or(response.response_time);
+    let date = header_date(response.headers, DATE).unwrap_or(response.response_time);
     let apparent_age = secs(response.response_time.duration_since(date));
-    let age_value = age_header(&response.headers).unwrap_or(0);
+    let age_value = age_header(response.headers).unwrap_or(0);
     let response_delay = secs(response.response_time.duration_since(response.request_time));
     let corrected_age_value = age_value.saturating_add(response_delay);
     let corrected_initial_age = apparent_age.max(corrected_age_value);
@@ -618,7 +618,6 @@ mod tests {
             assert_eq!(got, want, "9110 15.1: {status}");
         }
     }
-
 
     /// Each row: the RFC rule, response fields, request time, response time, now (offsets from
     /// `T`), the current age.
