@@ -72,7 +72,8 @@ pub struct CommonArgs {
     /// Requests to make [default: sim 1000000, http 30000; a --trace is read whole for sim].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
     pub requests: Option<u64>,
-    /// Seed of every random draw: the same seed gives the same trace.
+    /// Seed of every random draw: the same seed gives the same trace, and the same hits in a
+    /// replay (its stores hash with keys derived from the seed).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Object body sizes: a fixed size (4KiB) or lognormal:MEAN,SIGMA (lognormal:16KiB,1.0).

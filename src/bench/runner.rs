@@ -132,9 +132,9 @@ pub fn run_sim(input: &Input, options: &SimOptions, progress: &ProgressBar) -> R
     let working_set = objects.working_set();
     let mut results = Vec::new();
     for &cap in &options.capacities {
-        let bytes = cap.resolve(working_set);
+        let bytes = cap.resolve(working_set, trace.objects());
         for &backend in &options.backends {
-            let store = sim::build_store(backend, bytes, options.moka_policy);
+            let store = sim::build_store(backend, bytes, options.moka_policy, input.seed);
             let counts = sim::replay(&*store, trace, &objects, progress);
             results.push(row(
                 backend.as_str(),
@@ -335,7 +335,7 @@ pub async fn run_http(
     let working_set = typical.working_set();
 
     for &cap in &options.sim.capacities {
-        let bytes = cap.resolve(working_set);
+        let bytes = cap.resolve(working_set, trace.objects());
         let mut shortest = planned;
         for &backend in &options.sim.backends {
             let origin = http::start_origin(options.origin_latency).await?;
@@ -354,7 +354,7 @@ pub async fn run_http(
             // The same requests through the same backend and capacity, without sockets.
             let done = trace.prefix(drive.sent);
             let objects = keyed(&proxy_authority(&base));
-            let store = sim::build_store(backend, bytes, options.sim.moka_policy);
+            let store = sim::build_store(backend, bytes, options.sim.moka_policy, input.seed);
             let simulated = sim::replay(&*store, &done, &objects, &ProgressBar::hidden());
 
             shortest = shortest.min(drive.sent);

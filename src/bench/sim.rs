@@ -104,12 +104,37 @@ impl Objects {
     }
 }
 
-/// Builds the store a replay runs through.
-pub fn build_store(backend: Backend, capacity: u64, moka_policy: MokaPolicy) -> Arc<dyn Store> {
-    backend.build(capacity, moka_policy)
+/// Builds the store a replay runs through: the backend as it serves, with its hashers keyed by
+/// `seed` ([`Backend::build_seeded`]) so that the same seed gives the same hits on every run
+/// (of the same binary, on a machine with as many cores: the sharded backend has 4 shards per
+/// core).
+pub fn build_store(
+    backend: Backend,
+    capacity: u64,
+    moka_policy: MokaPolicy,
+    seed: u64,
+) -> Arc<dyn Store> {
+    backend.build_seeded(capacity, moka_policy, seed)
 }
 
-/// Replays `trace` through `store`, ticking `progress` every few thousand requests.
+/// One request of a replay, for object `o`: a `get`, and on a miss an `insert` followed by
+/// [`Store::settle`], so that the store's capacity holds at every step (moka would otherwise
+/// keep up to 64 inserts readable beyond it until its next batch of maintenance, and a replay
+/// would credit it with hits no cache of that size could have). Returns whether it hit.
+pub fn request(store: &dyn Store, trace: &Trace, objects: &Objects, o: u32) -> bool {
+    let oi = o as usize;
+    let key = &objects.keys[oi];
+    let hit = store.get(key).is_some();
+    if !hit {
+        let body = (trace.sizes[oi] + objects.header_bytes[oi]) as usize;
+        store.insert(key.clone(), Arc::new(Entry::synthetic(body)));
+        store.settle();
+    }
+    hit
+}
+
+/// Replays `trace` through `store`, one [`request`] at a time, ticking `progress` every few
+/// thousand requests.
 pub fn replay(
     store: &dyn Store,
     trace: &Trace,
@@ -119,21 +144,13 @@ pub fn replay(
     const TICK: usize = 4096;
     let mut counts = Counts::default();
     for (i, &o) in trace.requests.iter().enumerate() {
-        let oi = o as usize;
-        let key = &objects.keys[oi];
-        let size = trace.sizes[oi];
-        let hit = store.get(key).is_some();
-        counts.record(hit, size);
-        if !hit {
-            let body = (size + objects.header_bytes[oi]) as usize;
-            store.insert(key.clone(), Arc::new(Entry::synthetic(body)));
-        }
+        let hit = request(store, trace, objects, o);
+        counts.record(hit, trace.sizes[o as usize]);
         if i % TICK == TICK - 1 {
             progress.inc(TICK as u64);
         }
     }
     progress.inc((trace.requests.len() % TICK) as u64);
-    // moka applies admissions and evictions in batches; `weighted_size` settles them first.
     counts.stored_bytes = store.weighted_size();
     counts
 }
@@ -176,7 +193,7 @@ mod tests {
         let capacity = objects.working_set() / 10;
         let opt = reference::belady(&trace.requests, &objects.charges, &trace.sizes, capacity);
         for backend in Backend::ALL {
-            let store = build_store(backend, capacity, MokaPolicy::Tinylfu);
+            let store = build_store(backend, capacity, MokaPolicy::Tinylfu, 1);
             let c = replay(&*store, &trace, &objects, &ProgressBar::hidden());
             assert_eq!(c.requests, 20_000);
             assert!(c.hits > 0, "{backend}");
@@ -200,7 +217,7 @@ mod tests {
         let objects = plain_objects(&trace);
         let capacity = objects.working_set() * 2;
         for backend in Backend::ALL {
-            let store = build_store(backend, capacity, MokaPolicy::Lru);
+            let store = build_store(backend, capacity, MokaPolicy::Lru, 1);
             let c = replay(&*store, &trace, &objects, &ProgressBar::hidden());
             assert_eq!(c.requests - c.hits, trace.objects() as u64, "{backend}");
         }

@@ -173,11 +173,27 @@ pub enum Capacity {
 }
 
 impl Capacity {
-    /// The capacity in bytes for a trace whose working set is `working_set` bytes; never 0.
-    pub fn resolve(self, working_set: u64) -> u64 {
+    /// The capacity in bytes for a trace of `objects` distinct objects whose working set is
+    /// `working_set` bytes; never 0.
+    ///
+    /// A percentage is rounded to a whole number of objects, the nearest to `p%` of `objects`
+    /// (at least one), each counted at the mean charge `working_set / objects`. With equal
+    /// charges (a fixed `--size`) exactly that many objects fit: 10% of 125 objects holds 13,
+    /// where `round(10% of the bytes)` would hold 12.5 objects' bytes, and so only 12.
+    pub fn resolve(self, working_set: u64, objects: usize) -> u64 {
         match self {
             Capacity::Bytes(n) => n,
-            Capacity::Percent(p) => ((working_set as f64 * p / 100.0).round() as u64).max(1),
+            Capacity::Percent(p) if objects == 0 => {
+                ((working_set as f64 * p / 100.0).round() as u64).max(1)
+            }
+            Capacity::Percent(p) => {
+                let n = objects as u128;
+                let whole = ((objects as f64 * p / 100.0).round() as u128).max(1);
+                // whole * working_set / n, rounded, without floating point: exact to the byte
+                // when every object has the same charge.
+                let bytes = (whole * u128::from(working_set) + n / 2) / n;
+                u64::try_from(bytes).unwrap_or(u64::MAX).max(1)
+            }
         }
     }
 }
@@ -310,9 +326,42 @@ mod tests {
                 Capacity::Bytes(4096),
             ])
         );
-        assert_eq!(Capacity::Percent(10.0).resolve(1000), 100);
-        assert_eq!(Capacity::Percent(0.001).resolve(10), 1, "never 0 bytes");
-        assert_eq!(Capacity::Bytes(7).resolve(1000), 7);
+        assert_eq!(Capacity::Percent(10.0).resolve(1000, 10), 100);
+        assert_eq!(Capacity::Percent(0.001).resolve(10, 0), 1, "never 0 bytes");
+        assert_eq!(Capacity::Bytes(7).resolve(1000, 10), 7);
+    }
+
+    #[test]
+    fn percentages_round_to_the_nearest_whole_object() {
+        // (percent, objects, charge of each object, objects the capacity must hold)
+        let table: &[(f64, usize, u64, u64)] = &[
+            (10.0, 1000, 4746, 100),
+            (10.0, 125, 4746, 13),        // 12.5 rounds up: bytes alone held 12
+            (10.0, 124, 4746, 12),        // 12.4 rounds down
+            (10.0, 126, 4746, 13),        // 12.6: bytes alone held 12
+            (1.0, 80_786, 4746, 808),     // 807.86: bytes alone held 807
+            (5.0, 99_570, 4746, 4979),    // 4978.5
+            (25.0, 95_330, 4746, 23_833), // 23832.5
+            (2.5, 10, 651, 1),            // 0.25 rounds to 0: still one object
+            (0.001, 10, 651, 1),          // never an empty cache
+            (50.0, 3, 1000, 2),           // 1.5
+            (100.0, 7, 999, 7),           // the whole working set
+            (200.0, 7, 999, 14),          // more than it
+            (33.3, 3, 17, 1),             // 0.999
+            (16.7, 6, 17, 1),             // 1.002
+        ];
+        for &(p, n, charge, held) in table {
+            let bytes = Capacity::Percent(p).resolve(n as u64 * charge, n);
+            assert_eq!(
+                bytes,
+                held * charge,
+                "{p}% of {n} objects of {charge} bytes"
+            );
+            assert_eq!(bytes / charge, held, "{p}% of {n}: objects that fit");
+        }
+        // Varied charges: the nearest whole number of objects at the mean charge.
+        assert_eq!(Capacity::Percent(10.0).resolve(1001, 25), 120); // 2.5 objects -> 3 x 40.04
+        assert_eq!(Capacity::Percent(10.0).resolve(1000, 24), 83); // 2.4 -> 2 x 41.67
     }
 
     #[test]

@@ -829,12 +829,14 @@ impl Inner {
         mut response: CachedResponse,
     ) -> (StoredResponse, Vec<Key>) {
         response.headers = detached(&response.headers);
-        let previous = self.store.get(primary);
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
                 response.vary_values = vary::request_values(request, &names);
                 // Reuse the index when it names the same headers, so sibling variants survive.
-                let (index, made) = match previous {
+                // (This lookup counts as a use of the index, which is fair: a variant of it is
+                // being stored. A plain response is inserted without one, so a miss costs the
+                // eviction policy no second, false use.)
+                let (index, made) = match self.store.get(primary) {
                     Some(e) if matches!(&*e, Entry::Variants { names: n, .. } if *n == names) => {
                         (e, false)
                     }
@@ -866,9 +868,9 @@ impl Inner {
             }
             VarySpec::None | VarySpec::Star => {
                 response.vary_values.clear();
-                if let Some(old) = previous {
-                    self.drop_variants(&old);
-                }
+                // Replacing an index this way leaves its variants unreachable (their keys carry
+                // its id) until they are evicted; rare enough (a URL that drops `Vary`) not to be
+                // worth a lookup on every miss.
                 let entry = Arc::new(Entry::Response(response));
                 self.store.insert(primary.clone(), Arc::clone(&entry));
                 (StoredResponse(entry), vec![primary.clone()])

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use self::entry::{CachedResponse, Entry, Key, VariantMembers, ENTRY_OVERHEAD, FIELD_OVERHEAD};
-pub use self::moka::{MokaPolicy, MokaStore};
+pub use self::moka::{MokaPolicy, MokaStore, MOKA_SLACK_DIVISOR};
 pub use self::rwlock::RwLockStore;
 pub use self::sharded::ShardedStore;
 
@@ -45,6 +45,12 @@ pub trait Store: Send + Sync + 'static {
     fn remove_many(&self, keys: &[Key]) -> u64 {
         keys.iter().filter(|k| self.remove(k).is_some()).count() as u64
     }
+    /// Applies pending maintenance; used by replays. A backend that defers its bookkeeping
+    /// (moka applies inserts and evictions in batches, so an entry it has not yet accounted for
+    /// is readable beyond its capacity) settles it here, so that after `settle` what `get` can
+    /// return fits the capacity. A no-op for backends that evict inside `insert`. Replays call it
+    /// after every insert; the serving path need not.
+    fn settle(&self) {}
     /// Bytes held, as counted by [`Entry::charge`].
     fn weighted_size(&self) -> u64;
     /// Number of entries held.
@@ -80,12 +86,27 @@ impl Backend {
         }
     }
 
-    /// Builds a store of this kind bounded to `capacity` bytes.
+    /// Builds a store of this kind bounded to `capacity` bytes, for serving: its hashers take
+    /// random keys, since the keys it hashes come from clients (HashDoS).
     pub fn build(self, capacity: u64, moka_policy: MokaPolicy) -> Arc<dyn Store> {
         match self {
             Backend::Rwlock => Arc::new(RwLockStore::new(capacity)),
             Backend::Sharded => Arc::new(ShardedStore::new(capacity)),
             Backend::Moka => Arc::new(MokaStore::new(capacity, moka_policy)),
+        }
+    }
+
+    /// Builds a store like [`Backend::build`] whose hashers are keyed by `seed`, for replays:
+    /// where a key's hash steers eviction (the sharded backend's shard, moka's frequency sketch)
+    /// the same seed and trace then give the same hits on every run of the same binary. Not for
+    /// serving: fixed hash keys let a client who knows them aim many keys at one shard or one
+    /// sketch counter.
+    pub fn build_seeded(self, capacity: u64, moka_policy: MokaPolicy, seed: u64) -> Arc<dyn Store> {
+        match self {
+            // Its eviction order is its insertion order; its map's hasher never steers it.
+            Backend::Rwlock => Arc::new(RwLockStore::new(capacity)),
+            Backend::Sharded => Arc::new(ShardedStore::with_seed(capacity, seed)),
+            Backend::Moka => Arc::new(MokaStore::with_seed(capacity, moka_policy, seed)),
         }
     }
 }
@@ -94,6 +115,19 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Fixed hash keys derived from `seed` (SplitMix64 steps), for the seeded builds of replays.
+pub(crate) fn seeded_hasher(seed: u64) -> ahash::RandomState {
+    let mut x = seed;
+    let mut next = || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    ahash::RandomState::with_seeds(next(), next(), next(), next())
 }
 
 /// The error for a backend name that is not one of ours.

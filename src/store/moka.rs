@@ -52,11 +52,35 @@ impl FromStr for MokaPolicy {
 }
 
 /// A store on `moka::sync::Cache`, weighted by [`Entry::charge`].
+///
+/// ## How far over capacity it can be
+/// moka applies inserts and evictions in batches: an inserted entry is readable at once, but it
+/// is counted, and others are evicted to make room for it, only when moka next runs its
+/// maintenance, which it does on its own once 64 writes are pending (or 300 ms have passed),
+/// with up to 384 writes queued when many threads insert at once. Left to itself it could
+/// therefore hold 64 to 384 entries beyond its capacity, whatever their size.
+///
+/// [`MokaStore::insert`] bounds that: it counts the bytes inserted since it last ran moka's
+/// maintenance, and runs it again (on the inserting thread, never on a `get`) as soon as moka's
+/// last settled size plus those bytes would pass `capacity + capacity / 64`. What `get` can
+/// return then exceeds the capacity by at most `capacity / 64` ([`MOKA_SLACK_DIVISOR`]) plus the
+/// charges of inserts still in progress on other threads. With one entry in flight at a time,
+/// at most 1/64 of the capacity; after [`Store::settle`] (what replays call after every insert),
+/// none.
 pub struct MokaStore {
     cache: moka::sync::Cache<Key, Arc<Entry>, ahash::RandomState>,
     capacity: u64,
+    /// Bytes moka may hold beyond `capacity` between maintenance runs.
+    slack: u64,
+    /// Charges inserted since maintenance was last run here: an upper bound on what moka holds
+    /// but has not counted yet (replacements and moka's own runs only make it an overestimate).
+    pending: AtomicU64,
     evictions: Arc<AtomicU64>,
 }
+
+/// The serving store's overshoot between maintenance runs is at most `capacity /` this (plus
+/// inserts in flight): 1/64, about 1.6%.
+pub const MOKA_SLACK_DIVISOR: u64 = 64;
 
 impl fmt::Debug for MokaStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,10 +91,29 @@ impl fmt::Debug for MokaStore {
 }
 
 impl MokaStore {
-    /// An empty store that holds at most `capacity` bytes.
+    /// An empty store that holds at most `capacity` bytes (see the type's docs for the bound
+    /// between maintenance runs), for serving: moka's hasher, which also indexes its frequency
+    /// sketch, takes random keys, since the keys come from clients (HashDoS).
     pub fn new(capacity: u64, policy: MokaPolicy) -> Self {
+        Self::with_hasher(capacity, policy, ahash::RandomState::new())
+    }
+
+    /// An empty store like [`MokaStore::new`] whose hasher is keyed by `seed`, for replays:
+    /// TinyLFU's admission reads a frequency sketch indexed by the key's hash, so only a fixed
+    /// hasher makes two replays of one trace agree hit for hit (moka has no other randomness).
+    /// Not for serving: with known hash keys a client could make its keys collide with popular
+    /// ones in the sketch.
+    pub fn with_seed(capacity: u64, policy: MokaPolicy, seed: u64) -> Self {
+        Self::with_hasher(capacity, policy, super::seeded_hasher(seed))
+    }
+
+    fn with_hasher(capacity: u64, policy: MokaPolicy, hasher: ahash::RandomState) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&evictions);
+        // moka sizes TinyLFU's frequency sketch once, when the cache is first half full, for
+        // `entry_count * weighted_size / max_capacity` entries: about a quarter of the entries
+        // a full cache holds. moka 0.12 has no setting for the sketch's size
+        // (`initial_capacity` sizes only its hash table), so that is left as moka does it.
         let cache = moka::sync::Cache::builder()
             .max_capacity(capacity)
             // moka's weigher returns u32; an entry that large is refused by `insert` anyway
@@ -85,11 +128,29 @@ impl MokaStore {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .build_with_hasher(ahash::RandomState::new());
+            .build_with_hasher(hasher);
         MokaStore {
             cache,
             capacity,
+            slack: capacity / MOKA_SLACK_DIVISOR,
+            pending: AtomicU64::new(0),
             evictions,
+        }
+    }
+
+    /// Runs moka's pending maintenance until what it holds fits the capacity.
+    fn run_maintenance(&self) {
+        // Taken before the run: every write counted so far is in moka's queue already, so the
+        // run applies it; writes counted after this point are left for the next check.
+        self.pending.swap(0, Ordering::AcqRel);
+        self.cache.run_pending_tasks();
+        // One run applies everything queued and evicts to fit, unless it stopped at moka's
+        // 100 ms time limit for a run; a few more runs finish the job then.
+        for _ in 0..8 {
+            if self.cache.weighted_size() <= self.capacity {
+                break;
+            }
+            self.cache.run_pending_tasks();
         }
     }
 }
@@ -105,11 +166,20 @@ impl Store for MokaStore {
     }
 
     fn insert(&self, key: Key, entry: Arc<Entry>) {
-        if entry.charge(&key) > self.capacity {
+        let charge = entry.charge(&key);
+        if charge > self.capacity {
             self.cache.invalidate(&key);
             return;
         }
         self.cache.insert(key, entry);
+        // AcqRel pairs with the swap in `run_maintenance`: a run that sees this count also sees
+        // the write moka queued for it.
+        let pending = self.pending.fetch_add(charge, Ordering::AcqRel) + charge;
+        // Two atomic loads on the insert path; a run of maintenance only when the bound in the
+        // type's docs would otherwise be passed.
+        if self.cache.weighted_size().saturating_add(pending) > self.capacity + self.slack {
+            self.run_maintenance();
+        }
     }
 
     fn remove(&self, key: &Key) -> Option<Arc<Entry>> {
@@ -125,19 +195,23 @@ impl Store for MokaStore {
             .collect()
     }
 
+    fn settle(&self) {
+        self.run_maintenance();
+    }
+
     fn weighted_size(&self) -> u64 {
         // moka applies writes and evictions in batches; settle them so the figure is current.
-        self.cache.run_pending_tasks();
+        self.run_maintenance();
         self.cache.weighted_size()
     }
 
     fn entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks();
+        self.run_maintenance();
         self.cache.entry_count()
     }
 
     fn evictions(&self) -> u64 {
-        self.cache.run_pending_tasks();
+        self.run_maintenance();
         self.evictions.load(Ordering::Relaxed)
     }
 

@@ -29,15 +29,45 @@ pub struct ShardedStore {
 }
 
 impl ShardedStore {
-    /// An empty store that holds at most `capacity` bytes.
+    /// An empty store that holds at most `capacity` bytes, for serving.
+    ///
+    /// Its hashers take random keys, so the shard a key lands in differs from one store to the
+    /// next: keys come from clients, and with known hash keys a client could aim its keys at one
+    /// shard, making that shard's CLOCK queue evict the entries of everyone else (HashDoS).
     pub fn new(capacity: u64) -> Self {
+        Self::with_hashers(
+            capacity,
+            ahash::RandomState::new(),
+            ahash::RandomState::new(),
+        )
+    }
+
+    /// An empty store like [`ShardedStore::new`] whose hashers are keyed by `seed`, for
+    /// replays: which shard evicts which key depends on the hash, so only fixed keys make two
+    /// replays of one trace agree hit for hit. Not for serving (see [`ShardedStore::new`]).
+    ///
+    /// The shard count still follows the machine's cores, as the serving store's does, so a
+    /// replay on a machine with another core count may differ.
+    pub fn with_seed(capacity: u64, seed: u64) -> Self {
+        Self::with_hashers(
+            capacity,
+            super::seeded_hasher(seed),
+            super::seeded_hasher(!seed),
+        )
+    }
+
+    fn with_hashers(
+        capacity: u64,
+        map_hasher: ahash::RandomState,
+        shard_hasher: ahash::RandomState,
+    ) -> Self {
         let shards = (std::thread::available_parallelism().map_or(4, |n| n.get()) * 4)
             .next_power_of_two()
             .max(4);
         ShardedStore {
-            map: DashMap::with_hasher_and_shard_amount(ahash::RandomState::new(), shards),
+            map: DashMap::with_hasher_and_shard_amount(map_hasher, shards),
             queues: (0..shards).map(|_| Mutex::default()).collect(),
-            hasher: ahash::RandomState::new(),
+            hasher: shard_hasher,
             bytes: AtomicI64::new(0),
             capacity,
             next_generation: AtomicU64::new(0),
