@@ -1,10 +1,69 @@
 //! The cache key of a request (scheme, authority and path with query), and the keys of the URLs
 //! a response points at, for invalidation (RFC 9111 2 and 4.4).
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
 use http::Uri;
 
+/// A cache key. Cheap to clone (a shared string), compared by value.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// Builds a key from any string.
+    pub fn new(s: impl Into<Arc<str>>) -> Self {
+        Key(s.into())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Length in bytes, as charged to the entry stored under it.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for the empty key.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Self {
+        Key::new(s)
+    }
+}
+
+impl From<String> for Key {
+    fn from(s: String) -> Self {
+        Key::new(s)
+    }
+}
+
 use crate::policy::authority::Authority;
-use crate::store::Key;
 
 /// Builds the key for a request from its parsed parts: `scheme://authority/path?query`.
 ///

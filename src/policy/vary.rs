@@ -6,7 +6,7 @@
 
 use http::header::{HeaderMap, HeaderName, VARY};
 
-use crate::store::Key;
+use super::key::Key;
 
 /// What a response's `Vary` says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,6 @@
 //! What the store holds: keys and entries, and how many bytes each one is charged.
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -24,61 +22,9 @@ pub const ENTRY_OVERHEAD: u64 = 640;
 /// map and the allocation of its value.
 pub const FIELD_OVERHEAD: u64 = 128;
 
-/// A cache key. Cheap to clone (a shared string), compared by value.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(Arc<str>);
-
-impl Key {
-    /// Builds a key from any string.
-    pub fn new(s: impl Into<Arc<str>>) -> Self {
-        Key(s.into())
-    }
-
-    /// The key as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Length in bytes, as charged to the entry stored under it.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True for the empty key.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for Key {
-    fn from(s: &str) -> Self {
-        Key::new(s)
-    }
-}
-
-impl From<String> for Key {
-    fn from(s: String) -> Self {
-        Key::new(s)
-    }
-}
+/// The cache key type lives with the code that builds it (`policy::key`); the store only holds
+/// keys, so it depends on policy and not the other way round.
+pub use crate::policy::key::Key;
 
 /// A stored response: status, headers and the whole body, with the two clock readings RFC 9111
 /// section 4.2.3 needs to compute its age.
