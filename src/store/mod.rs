@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use self::entry::{CachedResponse, Entry, Key, VariantMembers, ENTRY_OVERHEAD, FIELD_OVERHEAD};
-pub use self::moka::{MokaPolicy, MokaStore, MOKA_SLACK_DIVISOR};
+pub use self::moka::{MokaPolicy, MokaStore, MOKA_PENDING_WRITES};
 pub use self::rwlock::RwLockStore;
 pub use self::sharded::ShardedStore;
 
