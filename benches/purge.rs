@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cachet::proxy::{Proxy, ProxyConfig};
 use cachet::revalidate::Revalidator;
-use cachet::store::{Backend, Entry, Key, MokaPolicy, Store};
+use cachet::store::{Backend, Entry, Eviction, Key, MokaPolicy, Store};
 use cachet::upstream::{Upstream, UpstreamConfig};
 use hdrhistogram::Histogram;
 
@@ -116,7 +116,7 @@ fn main() {
         "backend", "measure", "count", "p50", "p99", "max"
     );
     for backend in Backend::ALL {
-        let store = backend.build(4 << 30, MokaPolicy::Tinylfu);
+        let store = backend.build(4 << 30, Eviction::Adaptive, MokaPolicy::Tinylfu);
         fill(&*store, entries, &entry);
         let proxy = proxy(Arc::clone(&store), &rt);
 

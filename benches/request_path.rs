@@ -13,7 +13,7 @@ use bytes::Bytes;
 use cachet::policy::CacheControl;
 use cachet::proxy::{Proxy, ProxyConfig};
 use cachet::revalidate::Revalidator;
-use cachet::store::{Backend, CachedResponse, Entry, Key, MokaPolicy};
+use cachet::store::{Backend, CachedResponse, Entry, Eviction, Key, MokaPolicy};
 use cachet::upstream::{Upstream, UpstreamConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -94,7 +94,7 @@ fn hit_path(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements(1));
     for backend in Backend::ALL {
-        let store = backend.build(64 << 20, MokaPolicy::Tinylfu);
+        let store = backend.build(64 << 20, Eviction::Adaptive, MokaPolicy::Tinylfu);
         store.insert(
             Key::new("http://bench.local/obj/1"),
             std::sync::Arc::new(stored_response()),

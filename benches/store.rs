@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cachet::bench::workload::ZipfRanks;
-use cachet::store::{Backend, Entry, Key, MokaPolicy, Store};
+use cachet::store::{Backend, Entry, Eviction, Key, MokaPolicy, Store};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -46,7 +46,11 @@ fn fixture() -> Fixture {
 /// A store holding a quarter of the keys, filled with the hottest ones first, as after warm-up.
 fn warm_store(backend: Backend, f: &Fixture) -> Arc<dyn Store> {
     let per_entry = f.entry.charge(&f.keys[0]);
-    let store = backend.build(per_entry * KEYS / 4, MokaPolicy::Tinylfu);
+    let store = backend.build(
+        per_entry * KEYS / 4,
+        Eviction::Adaptive,
+        MokaPolicy::Tinylfu,
+    );
     for &k in f.stream.iter().take(STREAM / 4) {
         let key = &f.keys[k as usize];
         if store.get(key).is_none() {

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 
 use crate::policy::{Heuristics, StoreRules};
 use crate::proxy::ProxyConfig;
-use crate::store::{Backend, MokaPolicy};
+use crate::store::{Backend, Eviction, MokaPolicy};
 use crate::units::{parse_duration, parse_size_within};
 use crate::upstream::UpstreamConfig;
 
@@ -54,6 +54,16 @@ pub struct ServeArgs {
         help_heading = "Cache"
     )]
     pub backend: Backend,
+
+    /// Eviction policy of the rwlock and sharded backends: adaptive (S3-FIFO with an adaptive
+    /// small queue) or clock.
+    #[arg(
+        long,
+        env = "CACHET_EVICTION",
+        default_value = "adaptive",
+        help_heading = "Cache"
+    )]
+    pub eviction: Eviction,
 
     /// Eviction policy of the moka backend: tinylfu or lru.
     #[arg(
@@ -319,6 +329,8 @@ pub struct ServeConfig {
     pub upstream: UpstreamConfig,
     /// Store backend.
     pub backend: Backend,
+    /// The eviction policy of rwlock and sharded.
+    pub eviction: Eviction,
     /// moka's eviction policy.
     pub moka_policy: MokaPolicy,
     /// Store capacity in bytes.
@@ -446,6 +458,7 @@ impl ServeArgs {
                 queue_timeout: self.upstream_queue_timeout,
             },
             backend: self.backend,
+            eviction: self.eviction,
             moka_policy: self.moka_policy,
             capacity: self.capacity,
             proxy: ProxyConfig {
@@ -496,6 +509,7 @@ impl ServeConfig {
                 queue_timeout: Duration::from_secs(5),
             },
             backend: Backend::Moka,
+            eviction: Eviction::Adaptive,
             moka_policy: MokaPolicy::Tinylfu,
             capacity: 64 << 20,
             proxy: ProxyConfig::default(),

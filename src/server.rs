@@ -91,7 +91,9 @@ pub async fn start(config: ServeConfig) -> io::Result<Running> {
         Some(addr) => Some(bind(addr, "--admin").await?),
         None => None,
     };
-    let store = config.backend.build(config.capacity, config.moka_policy);
+    let store = config
+        .backend
+        .build(config.capacity, config.eviction, config.moka_policy);
     Ok(start_with_admin(listener, admin, config, store))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cachet::bench::http::DriveOptions;
 use cachet::bench::runner::{self, HttpOptions, Input, SimOptions};
 use cachet::bench::spec::{Capacity, SizeSpec, Workload};
-use cachet::store::{Backend, MokaPolicy};
+use cachet::store::{Backend, Eviction, MokaPolicy};
 use indicatif::ProgressBar;
 
 const KEYS: u64 = 10_000;
@@ -26,6 +26,7 @@ fn options() -> SimOptions {
     SimOptions {
         capacities: vec![Capacity::Percent(10.0)],
         backends: Backend::ALL.to_vec(),
+        evictions: vec![Eviction::Adaptive],
         moka_policy: MokaPolicy::Tinylfu,
     }
 }

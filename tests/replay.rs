@@ -11,7 +11,7 @@ use cachet::bench::runner::{self, Input, SimOptions};
 use cachet::bench::sim::{self, Objects};
 use cachet::bench::spec::{Capacity, SizeSpec, Workload};
 use cachet::bench::trace::Trace;
-use cachet::store::{Backend, MokaPolicy, ENTRY_OVERHEAD};
+use cachet::store::{Backend, Eviction, MokaPolicy, ENTRY_OVERHEAD};
 use indicatif::ProgressBar;
 
 const SIZE: u64 = 4096;
@@ -68,6 +68,7 @@ fn sim(input: &Input, capacities: Vec<Capacity>, policy: MokaPolicy) -> Report {
     let options = SimOptions {
         capacities,
         backends: Backend::ALL.to_vec(),
+        evictions: Eviction::ALL.to_vec(),
         moka_policy: policy,
     };
     runner::run_sim(input, &options, &ProgressBar::hidden())
@@ -136,6 +137,7 @@ fn moka_lru_is_exact_lru_on_equal_sizes() {
         let options = SimOptions {
             capacities: capacities.clone(),
             backends: vec![Backend::Moka],
+            evictions: vec![Eviction::Adaptive],
             moka_policy: MokaPolicy::Lru,
         };
         let report = runner::run_sim(&input, &options, &ProgressBar::hidden());
@@ -220,8 +222,11 @@ fn capacity_holds_after_every_request() {
         for objects_held in [12, 50] {
             let capacity = objects_held * charge(trace.objects());
             for backend in Backend::ALL {
-                for policy in [MokaPolicy::Tinylfu, MokaPolicy::Lru] {
-                    let store = sim::build_store(backend, capacity, policy, 1);
+                for (eviction, policy) in [
+                    (Eviction::Adaptive, MokaPolicy::Tinylfu),
+                    (Eviction::Clock, MokaPolicy::Lru),
+                ] {
+                    let store = sim::build_store(backend, capacity, eviction, policy, 1);
                     for (i, &o) in trace.requests.iter().enumerate() {
                         sim::request(&*store, trace, &objects, o);
                         let readable: u64 = (0..trace.objects())

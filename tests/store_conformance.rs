@@ -3,18 +3,25 @@
 use std::sync::Arc;
 use std::thread;
 
-use cachet::store::{Backend, Entry, Key, MokaPolicy, Store, ENTRY_OVERHEAD, MOKA_PENDING_WRITES};
+use cachet::store::{
+    Backend, Entry, Eviction, Key, MokaPolicy, Store, ENTRY_OVERHEAD, MOKA_PENDING_WRITES,
+};
 
-fn build(backend: Backend, capacity: u64) -> Arc<dyn Store> {
-    backend.build(capacity, MokaPolicy::Tinylfu)
+/// A backend with the eviction policy it runs (ignored by moka).
+type Kind = (Backend, Eviction);
+
+fn build((backend, eviction): Kind, capacity: u64) -> Arc<dyn Store> {
+    backend.build(capacity, eviction, MokaPolicy::Tinylfu)
 }
 
 fn body_of(entry: &Entry) -> usize {
     entry.response().expect("a response").body.len()
 }
 
-fn get_insert_remove(backend: Backend) {
-    let store = build(backend, 1 << 20);
+fn get_insert_remove(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
+    let store = build(kind, 1 << 20);
     let key = Key::from("http://h/a");
     assert!(store.get(&key).is_none(), "empty store has nothing");
     store.insert(key.clone(), Arc::new(Entry::synthetic(100)));
@@ -32,8 +39,10 @@ fn get_insert_remove(backend: Backend) {
     assert_eq!(store.weighted_size(), 0);
 }
 
-fn overwrite_replaces_and_recounts(backend: Backend) {
-    let store = build(backend, 1 << 20);
+fn overwrite_replaces_and_recounts(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
+    let store = build(kind, 1 << 20);
     let key = Key::from("k");
     store.insert(key.clone(), Arc::new(Entry::synthetic(1000)));
     store.insert(key.clone(), Arc::new(Entry::synthetic(10)));
@@ -42,8 +51,10 @@ fn overwrite_replaces_and_recounts(backend: Backend) {
     assert_eq!(store.weighted_size(), Entry::synthetic(10).charge(&key));
 }
 
-fn oversized_entry_is_refused(backend: Backend) {
-    let store = build(backend, 4096);
+fn oversized_entry_is_refused(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
+    let store = build(kind, 4096);
     let key = Key::from("big");
     store.insert(key.clone(), Arc::new(Entry::synthetic(100)));
     store.insert(key.clone(), Arc::new(Entry::synthetic(8192)));
@@ -54,9 +65,11 @@ fn oversized_entry_is_refused(backend: Backend) {
     assert_eq!(store.weighted_size(), 0);
 }
 
-fn flood_stays_under_capacity(backend: Backend) {
+fn flood_stays_under_capacity(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
     let capacity = 16 << 20;
-    let store = build(backend, capacity);
+    let store = build(kind, capacity);
     for i in 0..20_000 {
         store.insert(
             Key::new(format!("http://h/flood/{i}")),
@@ -85,10 +98,12 @@ fn flood_stays_under_capacity(backend: Backend) {
     }
 }
 
-fn hot_keys_survive_a_scan(backend: Backend) {
-    // A referenced entry gets a second chance (CLOCK) or a frequency boost (TinyLFU): a key hit
-    // between inserts survives a flood of one-time keys better than a never-hit key.
-    let store = build(backend, 256 << 10);
+fn hot_keys_survive_a_scan(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
+    // A referenced entry gets a second chance (CLOCK), moves to the main queue (S3-FIFO) or a
+    // frequency boost (TinyLFU): a key hit between inserts survives a flood of one-time keys.
+    let store = build(kind, 256 << 10);
     let hot = Key::from("hot");
     store.insert(hot.clone(), Arc::new(Entry::synthetic(1024)));
     let mut hot_hits = 0;
@@ -110,8 +125,10 @@ fn hot_keys_survive_a_scan(backend: Backend) {
     );
 }
 
-fn keys_where_and_remove_many_remove_what_they_should(backend: Backend) {
-    let store = build(backend, 1 << 20);
+fn keys_where_and_remove_many_remove_what_they_should(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
+    let store = build(kind, 1 << 20);
     for i in 0..10 {
         store.insert(Key::new(format!("a/{i}")), Arc::new(Entry::synthetic(10)));
         store.insert(Key::new(format!("b/{i}")), Arc::new(Entry::synthetic(10)));
@@ -129,9 +146,11 @@ fn keys_where_and_remove_many_remove_what_they_should(backend: Backend) {
     assert_eq!(store.weighted_size(), per * 10);
 }
 
-fn concurrent_use(backend: Backend) {
+fn concurrent_use(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
     let capacity = 2 << 20;
-    let store = build(backend, capacity);
+    let store = build(kind, capacity);
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let store = Arc::clone(&store);
@@ -177,7 +196,9 @@ fn concurrent_use(backend: Backend) {
     );
 }
 
-fn what_get_can_return_stays_within_the_stated_bound(backend: Backend) {
+fn what_get_can_return_stays_within_the_stated_bound(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
     // No `settle`, `weighted_size` or `entry_count` between inserts (each of those runs moka's
     // maintenance): only `insert` and `contains`, which is not a use and runs nothing. rwlock
     // and sharded evict inside `insert`; moka may be over by the writes it lets pend before it
@@ -189,7 +210,7 @@ fn what_get_can_return_stays_within_the_stated_bound(backend: Backend) {
         _ => capacity,
     };
     for policy in [MokaPolicy::Tinylfu, MokaPolicy::Lru] {
-        let store = backend.build(capacity, policy);
+        let store = backend.build(capacity, kind.1, policy);
         let keys: Vec<Key> = (0..1000).map(|i| Key::new(format!("k/{i:04}"))).collect();
         for (i, key) in keys.iter().enumerate() {
             store.insert(key.clone(), Arc::new(Entry::synthetic(1000)));
@@ -233,17 +254,21 @@ macro_rules! conformance {
 }
 
 conformance! {
-    rwlock => Backend::Rwlock,
-    sharded => Backend::Sharded,
-    moka => Backend::Moka,
+    rwlock => (Backend::Rwlock, Eviction::Adaptive),
+    rwlock_clock => (Backend::Rwlock, Eviction::Clock),
+    sharded => (Backend::Sharded, Eviction::Adaptive),
+    sharded_clock => (Backend::Sharded, Eviction::Clock),
+    moka => (Backend::Moka, Eviction::Adaptive),
 }
 
-fn new_entry_is_not_its_own_victim(backend: Backend) {
+fn new_entry_is_not_its_own_victim(kind: Kind) {
+    #[allow(unused_variables)]
+    let backend = kind.0;
     // Room for three entries; all three are hit, then a fourth arrives: one of the old ones
-    // makes room (CLOCK gives referenced entries a second chance, but the newcomer was not
-    // even queued yet when the sweep ran).
+    // makes room (both policies make room before the newcomer is queued, so it cannot be the
+    // victim even when every older entry has been used).
     let one = Entry::synthetic(1000).charge(&Key::from("a"));
-    let store = build(backend, one * 3 + one / 2);
+    let store = build(kind, one * 3 + one / 2);
     for k in ["a", "b", "c"] {
         store.insert(Key::from(k), Arc::new(Entry::synthetic(1000)));
     }
@@ -263,10 +288,14 @@ mod admission {
     use super::*;
     #[test]
     fn rwlock() {
-        new_entry_is_not_its_own_victim(Backend::Rwlock)
+        for eviction in Eviction::ALL {
+            new_entry_is_not_its_own_victim((Backend::Rwlock, eviction))
+        }
     }
     #[test]
     fn sharded() {
-        new_entry_is_not_its_own_victim(Backend::Sharded)
+        for eviction in Eviction::ALL {
+            new_entry_is_not_its_own_victim((Backend::Sharded, eviction))
+        }
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::origin::{self, OriginConfig};
 use crate::proxy::CACHE_STATUS;
-use crate::store::{Backend, MokaPolicy, ENTRY_OVERHEAD};
+use crate::store::{Backend, Eviction, MokaPolicy, ENTRY_OVERHEAD};
 
 use super::trace::Trace;
 
@@ -350,6 +350,7 @@ pub async fn start_origin(latency: Duration) -> Result<LocalOrigin, HttpBenchErr
 pub async fn start_proxy(
     origin: SocketAddr,
     backend: Backend,
+    eviction: Eviction,
     moka_policy: MokaPolicy,
     capacity: u64,
 ) -> Result<crate::server::Running, HttpBenchError> {
@@ -358,6 +359,7 @@ pub async fn start_proxy(
         .expect("a socket address makes a valid URI");
     let mut config = ServeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), upstream);
     config.backend = backend;
+    config.eviction = eviction;
     config.moka_policy = moka_policy;
     config.capacity = capacity;
     config.proxy.max_object_size = capacity;
@@ -380,6 +382,7 @@ pub async fn probe_header_bytes(latency: Duration, size: u64) -> Result<u64, Htt
     let proxy = start_proxy(
         origin.origin.addr,
         Backend::Rwlock,
+        Eviction::Clock,
         MokaPolicy::Lru,
         1 << 30,
     )

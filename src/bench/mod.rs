@@ -33,7 +33,7 @@ use crate::units::parse_duration;
 
 use self::report::Report;
 use self::runner::{HttpOptions, Input, SimOptions};
-use self::spec::{Backends, Capacities, Capacity, SizeSpec, TraceFormat, Workload};
+use self::spec::{Backends, Capacities, Capacity, Evictions, SizeSpec, TraceFormat, Workload};
 
 /// Flags of `cachet bench`. With no subcommand, the flags are those of `bench http`.
 #[derive(Debug, Clone, Args)]
@@ -93,6 +93,10 @@ pub struct CommonArgs {
     /// Backends to run, a comma list of rwlock, sharded and moka.
     #[arg(long, default_value = "rwlock,sharded,moka")]
     pub backend: Backends,
+    /// Eviction policies of the rwlock and sharded backends, a comma list of adaptive and clock:
+    /// each of those backends runs once per policy.
+    #[arg(long, default_value = "adaptive")]
+    pub eviction: Evictions,
     /// Eviction policy of the moka backend: tinylfu or lru.
     #[arg(long, default_value = "tinylfu")]
     pub moka_policy: MokaPolicy,
@@ -172,6 +176,7 @@ fn sim_options(common: &CommonArgs, default: &[Capacity]) -> SimOptions {
             .clone()
             .map_or_else(|| default.to_vec(), |c| c.0),
         backends: common.backend.0.clone(),
+        evictions: common.eviction.0.clone(),
         moka_policy: common.moka_policy,
     }
 }
@@ -211,7 +216,7 @@ async fn run_sim(common: CommonArgs) -> anyhow::Result<()> {
         // Backends, then LRU and OPT, at each capacity.
         let total = input.trace.requests.len() as u64
             * options.capacities.len() as u64
-            * options.backends.len() as u64;
+            * options.runs().len() as u64;
         let bar = runner::progress_bar(total, "sim");
         let report = runner::run_sim(&input, &options, &bar);
         bar.finish_and_clear();
@@ -243,7 +248,7 @@ async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
     let runs = if options.target.is_some() {
         1
     } else {
-        options.sim.capacities.len() * options.sim.backends.len()
+        options.sim.capacities.len() * options.sim.runs().len()
     };
     let bar = runner::progress_bar(input.trace.requests.len() as u64 * runs as u64, "http");
     let report = runner::run_http(&input, &options, &bar).await?;

@@ -44,10 +44,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
     // Series name → points (capacity % of working set, hit ratio %), ordered by capacity.
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in &report.results {
-        let name = match &r.moka_policy {
-            Some(p) if p != "tinylfu" => format!("{}({p})", r.backend),
-            _ => r.backend.clone(),
-        };
+        let name = r.name();
         // On http rows, the hit ratio that counts coalesced responses is the one comparable with
         // the references (a request that made no upstream request of its own).
         let y = r
@@ -102,11 +99,11 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
 
     // References first, so the backends are drawn on top of them.
     let mut names: Vec<&String> = series.keys().collect();
-    names.sort_by_key(|n| (!matches!(n.as_str(), "opt" | "lru"), n.as_str()));
+    names.sort_by_key(|n| (!is_reference(n), n.as_str()));
     for name in names {
         let points = &series[name];
         let c = colour(name);
-        let style = if name == "opt" || name == "lru" {
+        let style = if is_reference(name) {
             c.stroke_width(2)
         } else {
             c.stroke_width(3)
@@ -129,6 +126,11 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         .map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))?;
     Ok(())
+}
+
+/// Reference policies are drawn thinner and first, under the backends.
+fn is_reference(name: &str) -> bool {
+    matches!(name, "opt" | "lru" | "s3fifo" | "sieve")
 }
 
 #[cfg(test)]

@@ -14,12 +14,14 @@ use crate::units::format_size;
 /// One line of results: one policy (a backend, or the LRU / OPT reference) at one capacity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
-    /// `rwlock`, `sharded`, `moka`, `lru` (exact reference), `opt` (Belady reference), or
-    /// `target` for a proxy driven with `--target`.
+    /// `rwlock`, `sharded`, `moka`; a reference policy computed on the same trace: `lru`
+    /// (exact), `opt` (Belady), `s3fifo`, `sieve`; or `target` for a proxy driven with
+    /// `--target`.
     pub backend: String,
-    /// moka's eviction policy, on moka rows only.
+    /// The backend's eviction policy (`tinylfu` or `clock` for rwlock and sharded, `tinylfu`
+    /// or `lru` for moka); absent on reference rows.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub moka_policy: Option<String>,
+    pub policy: Option<String>,
     /// The capacity as the user gave it (`10%`, `64MiB`).
     pub capacity: String,
     /// The capacity in bytes, as every backend charges entries.
@@ -38,6 +40,17 @@ pub struct Row {
     /// The http measurements, on `bench http` rows of a backend.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFields>,
+}
+
+impl Row {
+    /// What the table and the plot call the row: the backend, with its policy when that is not
+    /// the backend's default (`rwlock(clock)`, `moka(lru)`).
+    pub fn name(&self) -> String {
+        match &self.policy {
+            Some(p) if p != "tinylfu" && p != "adaptive" => format!("{}({p})", self.backend),
+            _ => self.backend.clone(),
+        }
+    }
 }
 
 /// The columns only a run over real HTTP has.
@@ -133,10 +146,7 @@ impl Report {
         }
         let mut lines: Vec<Vec<String>> = Vec::new();
         for r in &self.results {
-            let name = match &r.moka_policy {
-                Some(p) if p != "tinylfu" => format!("{}({p})", r.backend),
-                _ => r.backend.clone(),
-            };
+            let name = r.name();
             let mut line = vec![
                 name,
                 // A --target proxy's capacity is not known: its row has 0 bytes.
@@ -237,7 +247,7 @@ impl Report {
     /// CSV with a header line; empty cells where a column does not apply.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "backend,moka_policy,capacity,capacity_bytes,requests,hits,hit_ratio,byte_hit_ratio,\
+            "backend,policy,capacity,capacity_bytes,requests,hits,hit_ratio,byte_hit_ratio,\
              stored_bytes,coalesced,hit_ratio_with_coalesced,misses,errors,upstream_requests,\
              throughput_rps,p50_ms,p90_ms,p99_ms,p999_ms,sim_hit_ratio\n",
         );
@@ -246,7 +256,7 @@ impl Report {
             let h = r.http.as_ref();
             let fields = [
                 r.backend.clone(),
-                opt(r.moka_policy.clone()),
+                opt(r.policy.clone()),
                 r.capacity.clone(),
                 r.capacity_bytes.to_string(),
                 r.requests.to_string(),
@@ -292,7 +302,7 @@ mod tests {
             results: vec![
                 Row {
                     backend: "moka".into(),
-                    moka_policy: Some("tinylfu".into()),
+                    policy: Some("tinylfu".into()),
                     capacity: "10%".into(),
                     capacity_bytes: 500,
                     requests: 10,
@@ -345,7 +355,7 @@ mod tests {
         // Reference rows carry no http fields at all.
         assert_eq!(rows[1]["backend"], "opt");
         assert!(rows[1].get("throughput_rps").is_none());
-        assert!(rows[1].get("moka_policy").is_none());
+        assert!(rows[1].get("policy").is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ::http::Uri;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::store::{Backend, MokaPolicy, ENTRY_OVERHEAD};
+use crate::store::{Backend, Eviction, MokaPolicy, ENTRY_OVERHEAD};
 
 use super::http::{self, digits, id_width, object_path, DriveOptions, HttpBenchError};
 use super::reference::{self, OPT_DESCRIPTION};
@@ -76,8 +76,47 @@ pub struct SimOptions {
     pub capacities: Vec<Capacity>,
     /// Backends, each run at each capacity.
     pub backends: Vec<Backend>,
+    /// Policies of rwlock and sharded: each of those backends runs once per policy.
+    pub evictions: Vec<Eviction>,
     /// moka's policy.
     pub moka_policy: MokaPolicy,
+}
+
+/// One backend with one eviction policy: a line of the report.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendRun {
+    /// The backend.
+    pub backend: Backend,
+    /// Its policy, when it is rwlock or sharded (moka's is [`SimOptions::moka_policy`]).
+    pub eviction: Eviction,
+}
+
+impl SimOptions {
+    /// Every backend with every policy it runs under, in report order.
+    pub fn runs(&self) -> Vec<BackendRun> {
+        let mut runs = Vec::new();
+        for &backend in &self.backends {
+            if backend == Backend::Moka {
+                runs.push(BackendRun {
+                    backend,
+                    eviction: Eviction::default(),
+                });
+            } else {
+                for &eviction in &self.evictions {
+                    runs.push(BackendRun { backend, eviction });
+                }
+            }
+        }
+        runs
+    }
+
+    /// The policy name a run's rows carry.
+    fn policy_of(&self, run: BackendRun) -> String {
+        match run.backend {
+            Backend::Moka => self.moka_policy.to_string(),
+            Backend::Rwlock | Backend::Sharded => run.eviction.to_string(),
+        }
+    }
 }
 
 /// A progress bar on stderr (indicatif draws nothing when stderr is not a terminal).
@@ -93,10 +132,10 @@ pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
     bar
 }
 
-fn row(backend: &str, moka: Option<MokaPolicy>, cap: Capacity, bytes: u64, c: &Counts) -> Row {
+fn row(backend: &str, policy: Option<String>, cap: Capacity, bytes: u64, c: &Counts) -> Row {
     Row {
         backend: backend.to_string(),
-        moka_policy: moka.map(|p| p.to_string()),
+        policy,
         capacity: cap.to_string(),
         capacity_bytes: bytes,
         requests: c.requests,
@@ -108,20 +147,27 @@ fn row(backend: &str, moka: Option<MokaPolicy>, cap: Capacity, bytes: u64, c: &C
     }
 }
 
-fn reference_rows(trace: &Trace, objects: &Objects, cap: Capacity, bytes: u64) -> [Row; 2] {
-    let lru = reference::lru(&trace.requests, &objects.charges, &trace.sizes, bytes);
-    let opt = reference::belady(&trace.requests, &objects.charges, &trace.sizes, bytes);
+/// The reference policies computed beside the backends, by report name.
+pub const REFERENCES: [&str; 4] = ["lru", "opt", "s3fifo", "sieve"];
+
+fn reference_rows(trace: &Trace, objects: &Objects, cap: Capacity, bytes: u64) -> [Row; 4] {
+    let (r, c, s) = (&trace.requests, &objects.charges, &trace.sizes);
     [
-        row("lru", None, cap, bytes, &lru),
-        row("opt", None, cap, bytes, &opt),
+        row("lru", None, cap, bytes, &reference::lru(r, c, s, bytes)),
+        row("opt", None, cap, bytes, &reference::belady(r, c, s, bytes)),
+        row(
+            "s3fifo",
+            None,
+            cap,
+            bytes,
+            &reference::s3fifo(r, c, s, bytes),
+        ),
+        row("sieve", None, cap, bytes, &reference::sieve(r, c, s, bytes)),
     ]
 }
 
-fn moka_of(backend: Backend, policy: MokaPolicy) -> Option<MokaPolicy> {
-    (backend == Backend::Moka).then_some(policy)
-}
-
-/// `bench sim`: every backend at every capacity, then LRU and OPT, on `input`'s trace.
+/// `bench sim`: every backend at every capacity, then the references (LRU, OPT, S3-FIFO,
+/// SIEVE), on `input`'s trace.
 ///
 /// Objects are keyed `/obj/<n>` (zero-padded) and charged as the store charges a synthetic
 /// entry: `ENTRY_OVERHEAD + key + body`, no headers.
@@ -133,12 +179,18 @@ pub fn run_sim(input: &Input, options: &SimOptions, progress: &ProgressBar) -> R
     let mut results = Vec::new();
     for &cap in &options.capacities {
         let bytes = cap.resolve(working_set, trace.objects());
-        for &backend in &options.backends {
-            let store = sim::build_store(backend, bytes, options.moka_policy, input.seed);
+        for run in options.runs() {
+            let store = sim::build_store(
+                run.backend,
+                bytes,
+                run.eviction,
+                options.moka_policy,
+                input.seed,
+            );
             let counts = sim::replay(&*store, trace, &objects, progress);
             results.push(row(
-                backend.as_str(),
-                moka_of(backend, options.moka_policy),
+                run.backend.as_str(),
+                Some(options.policy_of(run)),
                 cap,
                 bytes,
                 &counts,
@@ -202,7 +254,7 @@ fn http_fields(drive: &http::Drive, upstream: Option<u64>, sim: Option<f64>) -> 
 
 fn http_row(
     backend: &str,
-    moka: Option<MokaPolicy>,
+    policy: Option<String>,
     cap: Capacity,
     bytes: u64,
     drive: &http::Drive,
@@ -212,7 +264,7 @@ fn http_row(
     let c = &drive.counts;
     Row {
         backend: backend.to_string(),
-        moka_policy: moka.map(|p| p.to_string()),
+        policy,
         capacity: cap.to_string(),
         capacity_bytes: bytes,
         requests: c.requests,
@@ -337,11 +389,17 @@ pub async fn run_http(
     for &cap in &options.sim.capacities {
         let bytes = cap.resolve(working_set, trace.objects());
         let mut shortest = planned;
-        for &backend in &options.sim.backends {
+        for run in options.sim.runs() {
+            let backend = run.backend;
             let origin = http::start_origin(options.origin_latency).await?;
-            let proxy =
-                http::start_proxy(origin.origin.addr, backend, options.sim.moka_policy, bytes)
-                    .await?;
+            let proxy = http::start_proxy(
+                origin.origin.addr,
+                backend,
+                run.eviction,
+                options.sim.moka_policy,
+                bytes,
+            )
+            .await?;
             let base = format!("http://{}", proxy.addr);
             let uris = Arc::new(http::object_uris(&base, &trace)?);
             progress.set_message(format!("http {backend} @ {cap}"));
@@ -354,7 +412,13 @@ pub async fn run_http(
             // The same requests through the same backend and capacity, without sockets.
             let done = trace.prefix(drive.sent);
             let objects = keyed(&proxy_authority(&base));
-            let store = sim::build_store(backend, bytes, options.sim.moka_policy, input.seed);
+            let store = sim::build_store(
+                backend,
+                bytes,
+                run.eviction,
+                options.sim.moka_policy,
+                input.seed,
+            );
             let simulated = sim::replay(&*store, &done, &objects, &ProgressBar::hidden());
 
             shortest = shortest.min(drive.sent);
@@ -369,7 +433,7 @@ pub async fn run_http(
             let fields = http_fields(&drive, Some(upstream), Some(simulated.hit_ratio()));
             results.push(http_row(
                 name,
-                moka_of(backend, options.sim.moka_policy),
+                Some(options.sim.policy_of(run)),
                 cap,
                 bytes,
                 &drive,
@@ -417,6 +481,7 @@ mod tests {
         let options = SimOptions {
             capacities: vec![Capacity::Percent(10.0), Capacity::Percent(50.0)],
             backends: Backend::ALL.to_vec(),
+            evictions: vec![Eviction::Adaptive],
             moka_policy: MokaPolicy::Tinylfu,
         };
         let report = run_sim(&input, &options, &ProgressBar::hidden());

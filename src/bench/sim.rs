@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use indicatif::ProgressBar;
 
-use crate::store::{Backend, Entry, Key, MokaPolicy, Store, ENTRY_OVERHEAD};
+use crate::store::{Backend, Entry, Eviction, Key, MokaPolicy, Store, ENTRY_OVERHEAD};
 
 use super::trace::Trace;
 
@@ -111,10 +111,11 @@ impl Objects {
 pub fn build_store(
     backend: Backend,
     capacity: u64,
+    eviction: Eviction,
     moka_policy: MokaPolicy,
     seed: u64,
 ) -> Arc<dyn Store> {
-    backend.build_seeded(capacity, moka_policy, seed)
+    backend.build_seeded(capacity, eviction, moka_policy, seed)
 }
 
 /// One request of a replay, for object `o`: a `get`, and on a miss an `insert` followed by
@@ -193,7 +194,13 @@ mod tests {
         let capacity = objects.working_set() / 10;
         let opt = reference::belady(&trace.requests, &objects.charges, &trace.sizes, capacity);
         for backend in Backend::ALL {
-            let store = build_store(backend, capacity, MokaPolicy::Tinylfu, 1);
+            let store = build_store(
+                backend,
+                capacity,
+                Eviction::Adaptive,
+                MokaPolicy::Tinylfu,
+                1,
+            );
             let c = replay(&*store, &trace, &objects, &ProgressBar::hidden());
             assert_eq!(c.requests, 20_000);
             assert!(c.hits > 0, "{backend}");
@@ -217,7 +224,7 @@ mod tests {
         let objects = plain_objects(&trace);
         let capacity = objects.working_set() * 2;
         for backend in Backend::ALL {
-            let store = build_store(backend, capacity, MokaPolicy::Lru, 1);
+            let store = build_store(backend, capacity, Eviction::Adaptive, MokaPolicy::Lru, 1);
             let c = replay(&*store, &trace, &objects, &ProgressBar::hidden());
             assert_eq!(c.requests - c.hits, trace.objects() as u64, "{backend}");
         }

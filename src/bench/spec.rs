@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::store::Backend;
+use crate::store::{Backend, Eviction};
 use crate::units::{format_size, parse_size};
 
 /// A flag value that could not be understood. Each variant carries the text the user typed, so
@@ -29,6 +29,9 @@ pub enum SpecError {
     /// One item of `--backend` is not a backend.
     #[error("invalid backend {0:?}: expected a comma list of rwlock, sharded and moka")]
     Backend(String),
+    /// `--eviction` names a policy that is not ours.
+    #[error("invalid eviction policy {0:?}: expected a comma list of adaptive and clock")]
+    Eviction(String),
     /// `--trace-format` is not a known format.
     #[error("invalid trace format {0:?}: expected auto, csv or oracle")]
     TraceFormat(String),
@@ -61,6 +64,14 @@ pub enum Workload {
         /// The exponent of the Zipf part.
         alpha: f64,
     },
+    /// Every key in turn, over and over: LRU's worst case (it misses every request once the
+    /// cache is smaller than the loop), where the best policies keep a fixed part of the loop.
+    Loop,
+    /// A stream of new keys, each read once more a while after its first use (the gap drawn
+    /// from an exponential distribution with a mean of `--keys` requests), and never again:
+    /// recency is all that matters, which is where admission filters and small probationary
+    /// queues lose to LRU.
+    Reread,
 }
 
 /// The exponent used when `scan` or `shift` is given without one.
@@ -94,6 +105,8 @@ impl FromStr for Workload {
             "scan" => Ok(Workload::Scan { alpha: alpha()? }),
             "shift" => Ok(Workload::Shift { alpha: alpha()? }),
             "drift" => Ok(Workload::Drift { alpha: alpha()? }),
+            "loop" if arg.is_none() => Ok(Workload::Loop),
+            "reread" if arg.is_none() => Ok(Workload::Reread),
             _ => Err(SpecError::Workload(s.to_string())),
         }
     }
@@ -107,6 +120,8 @@ impl fmt::Display for Workload {
             Workload::Scan { alpha } => write!(f, "scan:{alpha}"),
             Workload::Shift { alpha } => write!(f, "shift:{alpha}"),
             Workload::Drift { alpha } => write!(f, "drift:{alpha}"),
+            Workload::Loop => f.write_str("loop"),
+            Workload::Reread => f.write_str("reread"),
         }
     }
 }
@@ -274,6 +289,30 @@ impl FromStr for Backends {
             return Err(SpecError::Backend(s.to_string()));
         }
         Ok(Backends(out))
+    }
+}
+
+/// `--eviction` of `bench`: a comma list of policies for the rwlock and sharded backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evictions(pub Vec<Eviction>);
+
+impl FromStr for Evictions {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for item in s.split(',').filter(|i| !i.trim().is_empty()) {
+            let e: Eviction = item
+                .parse()
+                .map_err(|_| SpecError::Eviction(item.trim().to_string()))?;
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        if out.is_empty() {
+            return Err(SpecError::Eviction(s.to_string()));
+        }
+        Ok(Evictions(out))
     }
 }
 

@@ -81,6 +81,10 @@ pub const SCAN_PERIODS: usize = 10;
 ///   window slides over `2 * keys` new keys across the trace: a new key enters at the top every
 ///   `step` requests and every other key moves one rank colder. The trace touches about
 ///   `3 * keys` keys in all.
+/// - `loop`: key `i % keys` at request `i` (through the permutation).
+/// - `reread`: at each request, the oldest re-read that is due, else a new key; each new key's
+///   re-read falls due an exponentially distributed number of requests later (mean `keys`).
+///   About `requests / 2` keys in all, each requested twice.
 pub fn generate(
     workload: Workload,
     keys: u64,
@@ -126,6 +130,33 @@ pub fn generate(
                 // Newest key at rank 0: keys are numbered in the order they enter.
                 let newest = i as u64 / step + keys;
                 push(newest - zipf.sample(&mut rng));
+            }
+        }
+        Workload::Loop => {
+            for i in 0..requests {
+                push(permutation[i % keys as usize]);
+            }
+        }
+        Workload::Reread => {
+            use std::cmp::Reverse;
+            use std::collections::BinaryHeap;
+            let gap = rand_distr::Exp::new(1.0 / keys as f64).expect("keys >= 1");
+            let mut due: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+            let mut next_key = 0u64;
+            for i in 0..requests as u64 {
+                match due.peek() {
+                    Some(&Reverse((when, key))) if when <= i => {
+                        due.pop();
+                        push(key);
+                    }
+                    _ => {
+                        let key = next_key;
+                        next_key += 1;
+                        push(key);
+                        let later = gap.sample(&mut rng).ceil().max(1.0) as u64;
+                        due.push(Reverse((i + later, key)));
+                    }
+                }
             }
         }
         Workload::Scan { alpha } => {

@@ -162,14 +162,14 @@ pub(super) fn purge_where(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Backend, MokaPolicy, VariantMembers};
+    use crate::store::{Backend, Eviction, MokaPolicy, VariantMembers};
 
     #[test]
     fn a_purge_voids_only_the_fills_of_its_url() {
         let registry = FillRegistry::default();
         let a = registry.begin(&Key::from("http://h/a"));
         let b = registry.begin(&Key::from("http://h/b"));
-        let store = Backend::Rwlock.build(1 << 20, MokaPolicy::Tinylfu);
+        let store = Backend::Rwlock.build(1 << 20, Eviction::Adaptive, MokaPolicy::Tinylfu);
         purge_url(&*store, &registry, &Key::from("http://h/a"));
         assert!(a.voided());
         assert!(!b.voided(), "an unrelated purge must not void b's fill");
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn a_fill_begun_after_a_purge_is_not_voided_by_it() {
         let registry = FillRegistry::default();
-        let store = Backend::Rwlock.build(1 << 20, MokaPolicy::Tinylfu);
+        let store = Backend::Rwlock.build(1 << 20, Eviction::Adaptive, MokaPolicy::Tinylfu);
         purge_url(&*store, &registry, &Key::from("http://h/a"));
         let a = registry.begin(&Key::from("http://h/a"));
         assert!(!a.voided());
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn removing_a_url_removes_its_recorded_variants_and_nothing_else() {
         for backend in Backend::ALL {
-            let store = backend.build(1 << 20, MokaPolicy::Tinylfu);
+            let store = backend.build(1 << 20, Eviction::Adaptive, MokaPolicy::Tinylfu);
             let members = VariantMembers::default();
             let primary = Key::from("http://h/a");
             for v in ["x", "y"] {
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn an_overflowed_index_is_purged_by_a_scan() {
-        let store = Backend::Sharded.build(16 << 20, MokaPolicy::Tinylfu);
+        let store = Backend::Sharded.build(16 << 20, Eviction::Adaptive, MokaPolicy::Tinylfu);
         let members = VariantMembers::default();
         let n = VariantMembers::CAP + 10;
         for i in 0..n {
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn remove_where_removes_in_batches_what_it_picks() {
         for backend in Backend::ALL {
-            let store = backend.build(64 << 20, MokaPolicy::Tinylfu);
+            let store = backend.build(64 << 20, Eviction::Adaptive, MokaPolicy::Tinylfu);
             for i in 0..(PURGE_BATCH * 3 + 7) {
                 store.insert(
                     Key::new(format!("http://h/p/{i}")),

@@ -4,8 +4,8 @@
 //! the network is waited on, so the rule "no lock is held across upstream I/O" is enforced by the
 //! type system rather than by review. A lookup takes a lock, clones an `Arc`, and lets go.
 
-mod clock;
 mod entry;
+mod evict;
 mod moka;
 mod rwlock;
 mod sharded;
@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use self::entry::{CachedResponse, Entry, Key, VariantMembers, ENTRY_OVERHEAD, FIELD_OVERHEAD};
+pub use self::evict::{Eviction, UnknownEviction};
 pub use self::moka::{MokaPolicy, MokaStore, MOKA_PENDING_WRITES};
 pub use self::rwlock::RwLockStore;
 pub use self::sharded::ShardedStore;
@@ -65,9 +66,9 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// `std::sync::RwLock<HashMap>` with CLOCK eviction: the baseline.
+    /// `std::sync::RwLock<HashMap>` and one eviction policy ([`Eviction`]): the baseline.
     Rwlock,
-    /// `dashmap` with CLOCK eviction per shard.
+    /// `dashmap` and one eviction policy behind a mutex.
     Sharded,
     /// `moka::sync::Cache` with a byte weigher.
     Moka,
@@ -87,25 +88,35 @@ impl Backend {
     }
 
     /// Builds a store of this kind bounded to `capacity` bytes, for serving: its hashers take
-    /// random keys, since the keys it hashes come from clients (HashDoS).
-    pub fn build(self, capacity: u64, moka_policy: MokaPolicy) -> Arc<dyn Store> {
+    /// random keys, since the keys it hashes come from clients (HashDoS). `eviction` is the
+    /// policy of `rwlock` and `sharded`, `moka_policy` moka's.
+    pub fn build(
+        self,
+        capacity: u64,
+        eviction: Eviction,
+        moka_policy: MokaPolicy,
+    ) -> Arc<dyn Store> {
         match self {
-            Backend::Rwlock => Arc::new(RwLockStore::new(capacity)),
-            Backend::Sharded => Arc::new(ShardedStore::new(capacity)),
+            Backend::Rwlock => Arc::new(RwLockStore::new(capacity, eviction)),
+            Backend::Sharded => Arc::new(ShardedStore::new(capacity, eviction)),
             Backend::Moka => Arc::new(MokaStore::new(capacity, moka_policy)),
         }
     }
 
     /// Builds a store like [`Backend::build`] whose hashers are keyed by `seed`, for replays:
-    /// where a key's hash steers eviction (the sharded backend's shard, moka's frequency sketch)
-    /// the same seed and trace then give the same hits on every run of the same binary. Not for
-    /// serving: fixed hash keys let a client who knows them aim many keys at one shard or one
-    /// sketch counter.
-    pub fn build_seeded(self, capacity: u64, moka_policy: MokaPolicy, seed: u64) -> Arc<dyn Store> {
+    /// where a key's hash steers eviction (a frequency sketch) the same seed and trace then give
+    /// the same hits on every run of the same binary. Not for serving: fixed hash keys let a
+    /// client who knows them aim its keys at the sketch counters of popular entries.
+    pub fn build_seeded(
+        self,
+        capacity: u64,
+        eviction: Eviction,
+        moka_policy: MokaPolicy,
+        seed: u64,
+    ) -> Arc<dyn Store> {
         match self {
-            // Its eviction order is its insertion order; its map's hasher never steers it.
-            Backend::Rwlock => Arc::new(RwLockStore::new(capacity)),
-            Backend::Sharded => Arc::new(ShardedStore::with_seed(capacity, seed)),
+            Backend::Rwlock => Arc::new(RwLockStore::with_seed(capacity, eviction, seed)),
+            Backend::Sharded => Arc::new(ShardedStore::with_seed(capacity, eviction, seed)),
             Backend::Moka => Arc::new(MokaStore::with_seed(capacity, moka_policy, seed)),
         }
     }

@@ -1,44 +1,71 @@
-//! The baseline backend: one `std::sync::RwLock` around a `HashMap`, evicting by CLOCK.
+//! The baseline backend: one `std::sync::RwLock` around a `HashMap` and its eviction policy.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::clock::{ClockQueue, Slot, Verdict};
+use super::evict::{Eviction, NodeId, Policy, Usage};
 use super::{Entry, Key, Store};
 
-/// A `RwLock<HashMap>` store: hits take the read lock and set a reference bit; inserts and
-/// evictions take the write lock.
+/// A `RwLock<HashMap>` store: a hit takes the read lock and adds one to the entry's usage
+/// counter (an atomic); inserts, removals and evictions take the write lock and update the map
+/// and the eviction policy together.
 ///
 /// A std lock and not a tokio one: the critical sections are a hash lookup and a pointer copy,
 /// never an `.await`, and a std lock is several times cheaper to take.
 #[derive(Debug)]
 pub struct RwLockStore {
     inner: RwLock<Inner>,
+    /// Hashes keys for the policy's ghost queues.
+    hasher: ahash::RandomState,
     capacity: u64,
     evictions: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     map: HashMap<Key, Slot, ahash::RandomState>,
-    clock: ClockQueue,
-    bytes: u64,
-    next_generation: u64,
+    policy: Policy<Key>,
+}
+
+/// A stored entry, its node in the policy, and the hit counter the two share.
+#[derive(Debug)]
+struct Slot {
+    entry: Arc<Entry>,
+    node: NodeId,
+    usage: Arc<Usage>,
 }
 
 impl RwLockStore {
-    /// An empty store that holds at most `capacity` bytes.
-    pub fn new(capacity: u64) -> Self {
+    /// An empty store that holds at most `capacity` bytes and evicts by `eviction`, for
+    /// serving: its hashers take random keys, since the keys come from clients (HashDoS).
+    pub fn new(capacity: u64, eviction: Eviction) -> Self {
+        Self::build(capacity, eviction, ahash::RandomState::new())
+    }
+
+    /// An empty store like [`RwLockStore::new`] whose hashers are keyed by `seed`, for replays:
+    /// the adaptive policy remembers evicted keys by their hash, so fixed hash keys make two
+    /// replays of one trace agree hit for hit.
+    pub fn with_seed(capacity: u64, eviction: Eviction, seed: u64) -> Self {
+        Self::build(capacity, eviction, super::seeded_hasher(seed))
+    }
+
+    fn build(capacity: u64, eviction: Eviction, hasher: ahash::RandomState) -> Self {
         RwLockStore {
-            inner: RwLock::new(Inner::default()),
+            inner: RwLock::new(Inner {
+                map: HashMap::with_hasher(hasher.clone()),
+                policy: Policy::new(eviction, capacity),
+            }),
+            hasher,
             capacity,
             evictions: AtomicU64::new(0),
         }
     }
 
-    // A panic while the lock was held cannot leave the map half-updated in a way that matters
-    // (every update is a single map operation plus counters), so a poisoned lock is used as is.
+    // A panic while the lock was held cannot leave the map and the policy out of step in a way
+    // that matters (each update is a map operation and a policy operation on the same key,
+    // and neither panics on valid input), so a poisoned lock is used as is.
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -48,38 +75,11 @@ impl RwLockStore {
     }
 }
 
-impl Inner {
-    fn evict_one(&mut self) -> bool {
-        let Inner {
-            map, clock, bytes, ..
-        } = self;
-        clock.evict_one(|key, generation| match map.get(key) {
-            Some(slot) if slot.generation == generation => {
-                if slot.take_reference() {
-                    Verdict::SecondChance
-                } else {
-                    let slot = map.remove(key).expect("slot was just found");
-                    *bytes -= slot.charge;
-                    Verdict::Evicted
-                }
-            }
-            _ => Verdict::Stale,
-        })
-    }
-
-    fn compact(&mut self) {
-        let Inner { map, clock, .. } = self;
-        clock.compact_if_needed(map.len(), |k, g| {
-            map.get(k).is_some_and(|s| s.generation == g)
-        });
-    }
-}
-
 impl Store for RwLockStore {
     fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         let inner = self.read();
         let slot = inner.map.get(key)?;
-        slot.touch();
+        slot.usage.touch();
         Some(Arc::clone(&slot.entry))
     }
 
@@ -95,35 +95,48 @@ impl Store for RwLockStore {
             self.remove(&key);
             return;
         }
-        let mut evicted = 0;
+        let hash = self.hasher.hash_one(&key);
+        let mut victims = Vec::new();
+        // What leaves the map is dropped after the lock is released: freeing a large body is
+        // not work the lock needs to cover.
+        let mut dropped = Vec::new();
         {
             let mut inner = self.write();
-            let generation = inner.next_generation;
-            inner.next_generation += 1;
-            if let Some(old) = inner
-                .map
-                .insert(key.clone(), Slot::new(entry, charge, generation))
-            {
-                inner.bytes -= old.charge;
+            let Inner { map, policy } = &mut *inner;
+            match map.entry(key) {
+                MapEntry::Occupied(mut slot) => {
+                    let slot = slot.get_mut();
+                    dropped.push(std::mem::replace(&mut slot.entry, entry));
+                    policy.update(slot.node, charge, &mut victims);
+                }
+                MapEntry::Vacant(vacant) => {
+                    let usage = Arc::new(Usage::default());
+                    let node = policy.insert(
+                        vacant.key().clone(),
+                        Arc::clone(&usage),
+                        hash,
+                        charge,
+                        &mut victims,
+                    );
+                    vacant.insert(Slot { entry, node, usage });
+                }
             }
-            inner.bytes += charge;
-            // Evict before the new entry is queued, so that it cannot be its own victim when
-            // every older entry has its reference bit set.
-            while inner.bytes > self.capacity && inner.evict_one() {
-                evicted += 1;
+            for victim in &victims {
+                if let Some(slot) = map.remove(victim) {
+                    dropped.push(slot.entry);
+                }
             }
-            inner.clock.push(key, generation);
-            inner.compact();
         }
-        if evicted > 0 {
-            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        if !victims.is_empty() {
+            self.evictions
+                .fetch_add(victims.len() as u64, Ordering::Relaxed);
         }
     }
 
     fn remove(&self, key: &Key) -> Option<Arc<Entry>> {
         let mut inner = self.write();
         let slot = inner.map.remove(key)?;
-        inner.bytes -= slot.charge;
+        inner.policy.remove(slot.node);
         Some(slot.entry)
     }
 
@@ -139,20 +152,22 @@ impl Store for RwLockStore {
 
     fn remove_many(&self, keys: &[Key]) -> u64 {
         // One write lock per batch; the caller keeps batches short.
-        let mut inner = self.write();
-        let mut removed = 0;
-        for key in keys {
-            if let Some(slot) = inner.map.remove(key) {
-                inner.bytes -= slot.charge;
-                removed += 1;
+        let mut dropped = Vec::with_capacity(keys.len());
+        {
+            let mut inner = self.write();
+            let Inner { map, policy } = &mut *inner;
+            for key in keys {
+                if let Some(slot) = map.remove(key) {
+                    policy.remove(slot.node);
+                    dropped.push(slot.entry);
+                }
             }
         }
-        inner.compact();
-        removed
+        dropped.len() as u64
     }
 
     fn weighted_size(&self) -> u64 {
-        self.read().bytes
+        self.read().policy.bytes()
     }
 
     fn entry_count(&self) -> u64 {

@@ -1,117 +1,100 @@
-//! The sharded backend: a `dashmap` for the map, and a CLOCK queue per eviction shard.
+//! The sharded backend: a `dashmap` for the map, one eviction policy behind a mutex.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use super::clock::{ClockQueue, Slot, Verdict};
+use super::evict::{Eviction, NodeId, Policy, Usage};
 use super::{Entry, Key, Store};
 
-/// A `dashmap` store: lookups lock one of many map shards for reading; eviction order is kept per
-/// shard so that writers to different shards do not contend on one queue.
+/// A `dashmap` store: a lookup read-locks one of many map shards and adds one to the entry's
+/// usage counter (an atomic); inserts and removals take the policy's mutex and update the map
+/// and the policy together.
 ///
-/// The byte budget is global (one atomic counter), not split per shard: a per-shard budget would
-/// refuse an object larger than capacity / shards that the other backends would keep. An insert
-/// evicts from its own shard first, and from the next ones only when its own is empty; keys are
-/// spread evenly by hash, so the shards stay balanced.
+/// One policy for the whole store, not one per shard: per-shard policies would each see a
+/// fraction of the traffic, would split the byte budget (refusing an object larger than a
+/// shard's share that the other backends keep), and would make a key's fate depend on which
+/// shard its hash picked. Writers are the misses, which wait on the upstream anyway; readers
+/// never take the mutex.
+///
+/// Lock order is always policy, then map shard; a reader holds one map shard only.
 #[derive(Debug)]
 pub struct ShardedStore {
     map: DashMap<Key, Slot, ahash::RandomState>,
-    queues: Box<[Mutex<ClockQueue>]>,
+    policy: Mutex<Policy<Key>>,
+    /// Hashes keys for the policy's ghost queues.
     hasher: ahash::RandomState,
-    /// Signed because a concurrent remove may subtract an entry's charge a moment before its
-    /// insert has added it; readers clamp at zero.
-    bytes: AtomicI64,
+    /// The policy's byte count, mirrored after every change so that metrics need no lock.
+    bytes: AtomicU64,
     capacity: u64,
-    next_generation: AtomicU64,
     evictions: AtomicU64,
 }
 
+/// A stored entry, its node in the policy, and the hit counter the two share.
+#[derive(Debug)]
+struct Slot {
+    entry: Arc<Entry>,
+    node: NodeId,
+    usage: Arc<Usage>,
+}
+
 impl ShardedStore {
-    /// An empty store that holds at most `capacity` bytes, for serving.
-    ///
-    /// Its hashers take random keys, so the shard a key lands in differs from one store to the
-    /// next: keys come from clients, and with known hash keys a client could aim its keys at one
-    /// shard, making that shard's CLOCK queue evict the entries of everyone else (HashDoS).
-    pub fn new(capacity: u64) -> Self {
-        Self::with_hashers(
+    /// An empty store that holds at most `capacity` bytes and evicts by `eviction`, for
+    /// serving. Its hashers take random keys: keys come from clients, and with known hash keys a
+    /// client could pile its keys into one map shard (HashDoS).
+    pub fn new(capacity: u64, eviction: Eviction) -> Self {
+        Self::build(
             capacity,
+            eviction,
             ahash::RandomState::new(),
             ahash::RandomState::new(),
         )
     }
 
     /// An empty store like [`ShardedStore::new`] whose hashers are keyed by `seed`, for
-    /// replays: which shard evicts which key depends on the hash, so only fixed keys make two
-    /// replays of one trace agree hit for hit. Not for serving (see [`ShardedStore::new`]).
-    ///
-    /// The shard count still follows the machine's cores, as the serving store's does, so a
-    /// replay on a machine with another core count may differ.
-    pub fn with_seed(capacity: u64, seed: u64) -> Self {
-        Self::with_hashers(
+    /// replays: the same seed and trace then give the same hits. Not for serving (see
+    /// [`ShardedStore::new`]).
+    pub fn with_seed(capacity: u64, eviction: Eviction, seed: u64) -> Self {
+        Self::build(
             capacity,
-            super::seeded_hasher(seed),
+            eviction,
             super::seeded_hasher(!seed),
+            super::seeded_hasher(seed),
         )
     }
 
-    fn with_hashers(
+    fn build(
         capacity: u64,
+        eviction: Eviction,
         map_hasher: ahash::RandomState,
-        shard_hasher: ahash::RandomState,
+        hasher: ahash::RandomState,
     ) -> Self {
         let shards = (std::thread::available_parallelism().map_or(4, |n| n.get()) * 4)
             .next_power_of_two()
             .max(4);
         ShardedStore {
             map: DashMap::with_hasher_and_shard_amount(map_hasher, shards),
-            queues: (0..shards).map(|_| Mutex::default()).collect(),
-            hasher: shard_hasher,
-            bytes: AtomicI64::new(0),
+            policy: Mutex::new(Policy::new(eviction, capacity)),
+            hasher,
+            bytes: AtomicU64::new(0),
             capacity,
-            next_generation: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
         }
     }
 
-    fn shard_of(&self, key: &Key) -> usize {
-        (self.hasher.hash_one(key) as usize) & (self.queues.len() - 1)
-    }
-
-    // A poisoned queue holds only keys and generations, which stay valid after any panic.
-    fn queue(&self, shard: usize) -> MutexGuard<'_, ClockQueue> {
-        self.queues[shard].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn over_capacity(&self) -> bool {
-        self.bytes.load(Ordering::Relaxed) > self.capacity as i64
-    }
-
-    /// Lock order is always queue, then map shard: the insert path releases the map shard before it
-    /// takes a queue, so the two can never wait on each other.
-    fn judge(&self, key: &Key, generation: u64) -> Verdict {
-        let referenced = match self.map.get(key) {
-            Some(slot) if slot.generation == generation => slot.take_reference(),
-            _ => return Verdict::Stale,
-        };
-        if referenced {
-            return Verdict::SecondChance;
-        }
-        match self.map.remove_if(key, |_, s| s.generation == generation) {
-            Some((_, slot)) => {
-                self.bytes.fetch_sub(slot.charge as i64, Ordering::Relaxed);
-                Verdict::Evicted
-            }
-            None => Verdict::Stale,
-        }
+    /// The policy. A std `Mutex`: it is held for map and list updates, never across an
+    /// `.await`. A poisoned one is used as is (see `RwLockStore`).
+    fn policy(&self) -> MutexGuard<'_, Policy<Key>> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Store for ShardedStore {
     fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         let slot = self.map.get(key)?;
-        slot.touch();
+        slot.usage.touch();
         Some(Arc::clone(&slot.entry))
     }
 
@@ -125,48 +108,47 @@ impl Store for ShardedStore {
             self.remove(&key);
             return;
         }
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let shard = self.shard_of(&key);
-        if let Some(old) = self
-            .map
-            .insert(key.clone(), Slot::new(entry, charge, generation))
+        let hash = self.hasher.hash_one(&key);
+        let mut victims = Vec::new();
+        let mut dropped = Vec::new();
         {
-            self.bytes.fetch_sub(old.charge as i64, Ordering::Relaxed);
-        }
-        self.bytes.fetch_add(charge as i64, Ordering::Relaxed);
-
-        // Evict before the new entry is queued, so that it cannot be its own victim when every
-        // older entry has its reference bit set: our own shard first, then the others, one lock
-        // at a time.
-        let mut evicted = 0;
-        for i in 0..self.queues.len() {
-            if !self.over_capacity() {
-                break;
+            let mut policy = self.policy();
+            match self.map.entry(key) {
+                MapEntry::Occupied(mut slot) => {
+                    let slot = slot.get_mut();
+                    dropped.push(std::mem::replace(&mut slot.entry, entry));
+                    policy.update(slot.node, charge, &mut victims);
+                }
+                MapEntry::Vacant(vacant) => {
+                    let usage = Arc::new(Usage::default());
+                    let node = policy.insert(
+                        vacant.key().clone(),
+                        Arc::clone(&usage),
+                        hash,
+                        charge,
+                        &mut victims,
+                    );
+                    vacant.insert(Slot { entry, node, usage });
+                }
             }
-            let mut queue = self.queue((shard + i) % self.queues.len());
-            while self.over_capacity() && queue.evict_one(|k, g| self.judge(k, g)) {
-                evicted += 1;
+            for victim in &victims {
+                if let Some((_, slot)) = self.map.remove(victim) {
+                    dropped.push(slot.entry);
+                }
             }
+            self.bytes.store(policy.bytes(), Ordering::Relaxed);
         }
-        let mut queue = self.queue(shard);
-        queue.push(key, generation);
-        // Concurrent inserts may have added bytes since the sweep; only then may the new entry go.
-        while self.over_capacity() && queue.evict_one(|k, g| self.judge(k, g)) {
-            evicted += 1;
-        }
-        let live = self.map.len() / self.queues.len() + 1;
-        queue.compact_if_needed(live, |k, g| {
-            self.map.get(k).is_some_and(|s| s.generation == g)
-        });
-        drop(queue);
-        if evicted > 0 {
-            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        if !victims.is_empty() {
+            self.evictions
+                .fetch_add(victims.len() as u64, Ordering::Relaxed);
         }
     }
 
     fn remove(&self, key: &Key) -> Option<Arc<Entry>> {
+        let mut policy = self.policy();
         let (_, slot) = self.map.remove(key)?;
-        self.bytes.fetch_sub(slot.charge as i64, Ordering::Relaxed);
+        policy.remove(slot.node);
+        self.bytes.store(policy.bytes(), Ordering::Relaxed);
         Some(slot.entry)
     }
 
@@ -179,8 +161,23 @@ impl Store for ShardedStore {
             .collect()
     }
 
+    fn remove_many(&self, keys: &[Key]) -> u64 {
+        let mut dropped = Vec::with_capacity(keys.len());
+        {
+            let mut policy = self.policy();
+            for key in keys {
+                if let Some((_, slot)) = self.map.remove(key) {
+                    policy.remove(slot.node);
+                    dropped.push(slot.entry);
+                }
+            }
+            self.bytes.store(policy.bytes(), Ordering::Relaxed);
+        }
+        dropped.len() as u64
+    }
+
     fn weighted_size(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed).max(0) as u64
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn entry_count(&self) -> u64 {
