@@ -27,8 +27,11 @@ fn colour(name: &str) -> RGBColor {
         "sharded" => RGBColor(255, 127, 14),
         "moka" => RGBColor(44, 160, 44),
         "moka(lru)" => RGBColor(148, 103, 189),
+        "rwlock(clock)" | "sharded(clock)" => RGBColor(140, 86, 75),
         "lru" => RGBColor(127, 127, 127),
         "opt" => RGBColor(0, 0, 0),
+        "s3fifo" => RGBColor(188, 189, 34),
+        "sieve" => RGBColor(23, 190, 207),
         _ => RGBColor(214, 39, 40),
     }
 }
