@@ -111,5 +111,63 @@ fn backends(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backends);
+/// Keys the hit-only group reads: all of them are stored.
+const HOT: u64 = 10_000;
+
+/// Only hits: every key of the stream is stored, so each operation is one `get` that finds its
+/// entry. The cost of the hit path itself, with no insert to contend with.
+fn hits(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = c.benchmark_group("store_hit_zipf1");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let per_entry = f.entry.charge(&f.keys[0]);
+    for backend in Backend::ALL {
+        let store = backend.build(per_entry * HOT * 2, Eviction::Adaptive, MokaPolicy::Tinylfu);
+        for key in &f.keys[..HOT as usize] {
+            store.insert(key.clone(), Arc::clone(&f.entry));
+        }
+        store.settle();
+        let stream: Vec<u32> = f.stream.iter().map(|&k| k % HOT as u32).collect();
+        for threads in [1usize, 2] {
+            group.throughput(Throughput::Elements(threads as u64));
+            group.bench_with_input(
+                BenchmarkId::new(backend.as_str(), threads),
+                &threads,
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        let barrier = Barrier::new(threads + 1);
+                        std::thread::scope(|s| {
+                            let handles: Vec<_> = (0..threads)
+                                .map(|t| {
+                                    let (barrier, store, stream) = (&barrier, &store, &stream);
+                                    let keys = &f.keys;
+                                    s.spawn(move || {
+                                        let offset = t * (STREAM / threads);
+                                        barrier.wait();
+                                        for i in 0..iters as usize {
+                                            let k = stream[(offset + i) % STREAM] as usize;
+                                            black_box(store.get(&keys[k]));
+                                        }
+                                    })
+                                })
+                                .collect();
+                            barrier.wait();
+                            let started = Instant::now();
+                            for h in handles {
+                                h.join().expect("bench thread panicked");
+                            }
+                            started.elapsed()
+                        })
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, backends, hits);
 criterion_main!(benches);

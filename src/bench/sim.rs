@@ -106,8 +106,7 @@ impl Objects {
 
 /// Builds the store a replay runs through: the backend as it serves, with its hashers keyed by
 /// `seed` ([`Backend::build_seeded`]) so that the same seed gives the same hits on every run
-/// (of the same binary, on a machine with as many cores: the sharded backend has 4 shards per
-/// core).
+/// of the same binary.
 pub fn build_store(
     backend: Backend,
     capacity: u64,

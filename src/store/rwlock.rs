@@ -1,11 +1,10 @@
 //! The baseline backend: one `std::sync::RwLock` around a `HashMap` and its eviction policy.
 
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::evict::{Eviction, NodeId, Policy, Usage};
+use super::evict::{Counters, Eviction, NodeId, Policy, Usage};
 use super::{Entry, Key, Store};
 
 /// A `RwLock<HashMap>` store: a hit takes the read lock and adds one to the entry's usage
@@ -29,12 +28,26 @@ struct Inner {
     policy: Policy<Key>,
 }
 
-/// A stored entry, its node in the policy, and the hit counter the two share.
+/// A stored entry, its node in the policy, and its hit counter: in the slot itself, so that a
+/// hit writes to the cache line it has just read.
 #[derive(Debug)]
 struct Slot {
     entry: Arc<Entry>,
     node: NodeId,
-    usage: Arc<Usage>,
+    usage: Usage,
+}
+
+/// The policy's view of the counters: the map, by key.
+struct MapCounters<'a>(&'a HashMap<Key, Slot, ahash::RandomState>);
+
+impl Counters<Key> for MapCounters<'_> {
+    fn take(&self, key: &Key) -> bool {
+        self.0.get(key).is_some_and(|s| s.usage.take())
+    }
+
+    fn decrement(&self, key: &Key) -> bool {
+        self.0.get(key).is_some_and(|s| s.usage.decrement())
+    }
 }
 
 impl RwLockStore {
@@ -103,22 +116,20 @@ impl Store for RwLockStore {
         {
             let mut inner = self.write();
             let Inner { map, policy } = &mut *inner;
-            match map.entry(key) {
-                MapEntry::Occupied(mut slot) => {
-                    let slot = slot.get_mut();
-                    dropped.push(std::mem::replace(&mut slot.entry, entry));
-                    policy.update(slot.node, charge, &mut victims);
+            // The policy makes room while it can still read every counter, then the map
+            // follows: the victims leave it and the new entry joins it.
+            match map.get(&key).map(|slot| slot.node) {
+                Some(node) => {
+                    policy.update(node, charge, &MapCounters(map), &mut victims);
+                    if let Some(slot) = map.get_mut(&key) {
+                        dropped.push(std::mem::replace(&mut slot.entry, entry));
+                    }
                 }
-                MapEntry::Vacant(vacant) => {
-                    let usage = Arc::new(Usage::default());
-                    let node = policy.insert(
-                        vacant.key().clone(),
-                        Arc::clone(&usage),
-                        hash,
-                        charge,
-                        &mut victims,
-                    );
-                    vacant.insert(Slot { entry, node, usage });
+                None => {
+                    let node =
+                        policy.insert(key.clone(), hash, charge, &MapCounters(map), &mut victims);
+                    let usage = Usage::default();
+                    map.insert(key, Slot { entry, node, usage });
                 }
             }
             for victim in &victims {

@@ -3,10 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use super::evict::{Eviction, NodeId, Policy, Usage};
+use super::evict::{Counters, Eviction, NodeId, Policy, Usage};
 use super::{Entry, Key, Store};
 
 /// A `dashmap` store: a lookup read-locks one of many map shards and adds one to the entry's
@@ -32,12 +31,27 @@ pub struct ShardedStore {
     evictions: AtomicU64,
 }
 
-/// A stored entry, its node in the policy, and the hit counter the two share.
+/// A stored entry, its node in the policy, and its hit counter: in the slot itself, so that a
+/// hit writes to the cache line it has just read.
 #[derive(Debug)]
 struct Slot {
     entry: Arc<Entry>,
     node: NodeId,
-    usage: Arc<Usage>,
+    usage: Usage,
+}
+
+/// The policy's view of the counters: the map, by key (a map-shard read lock each, taken under
+/// the policy's mutex: the lock order).
+struct MapCounters<'a>(&'a DashMap<Key, Slot, ahash::RandomState>);
+
+impl Counters<Key> for MapCounters<'_> {
+    fn take(&self, key: &Key) -> bool {
+        self.0.get(key).is_some_and(|s| s.usage.take())
+    }
+
+    fn decrement(&self, key: &Key) -> bool {
+        self.0.get(key).is_some_and(|s| s.usage.decrement())
+    }
 }
 
 impl ShardedStore {
@@ -113,22 +127,22 @@ impl Store for ShardedStore {
         let mut dropped = Vec::new();
         {
             let mut policy = self.policy();
-            match self.map.entry(key) {
-                MapEntry::Occupied(mut slot) => {
-                    let slot = slot.get_mut();
-                    dropped.push(std::mem::replace(&mut slot.entry, entry));
-                    policy.update(slot.node, charge, &mut victims);
+            // Every map change happens under the policy's mutex, so the key cannot appear or
+            // leave between this lookup and the insert below. The policy makes room while it
+            // can still read every counter; then the map follows.
+            let existing = self.map.get(&key).map(|slot| slot.node);
+            match existing {
+                Some(node) => {
+                    policy.update(node, charge, &MapCounters(&self.map), &mut victims);
+                    if let Some(mut slot) = self.map.get_mut(&key) {
+                        dropped.push(std::mem::replace(&mut slot.entry, entry));
+                    }
                 }
-                MapEntry::Vacant(vacant) => {
-                    let usage = Arc::new(Usage::default());
-                    let node = policy.insert(
-                        vacant.key().clone(),
-                        Arc::clone(&usage),
-                        hash,
-                        charge,
-                        &mut victims,
-                    );
-                    vacant.insert(Slot { entry, node, usage });
+                None => {
+                    let counters = MapCounters(&self.map);
+                    let node = policy.insert(key.clone(), hash, charge, &counters, &mut victims);
+                    let usage = Usage::default();
+                    self.map.insert(key, Slot { entry, node, usage });
                 }
             }
             for victim in &victims {

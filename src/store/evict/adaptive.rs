@@ -18,14 +18,14 @@
 //! queue was, and shrinks it. Each step is the missed entry's charge, scaled by the ratio of the
 //! two ghosts' sizes, so the rarer signal weighs more (ARC's rule).
 //!
-//! A hit is one relaxed atomic add on the entry's [`Usage`], which the store reaches through
-//! its map under a read lock; everything here runs under the store's write lock.
+//! A hit is one relaxed atomic add on the entry's [`super::Usage`] in the store's map slot,
+//! under a read lock; everything here runs under the store's write lock and reaches the
+//! counters through [`Counters`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use super::arena::{Arena, List, NodeId, Queue, NIL};
-use super::Usage;
+use super::Counters;
 
 /// The small queue's share of the capacity at the start. Larger than the published 10% on
 /// purpose: the shrinking signal (misses on keys main evicted) comes quickly on skewed traffic,
@@ -77,9 +77,9 @@ impl<T> Adaptive<T> {
     pub(crate) fn insert(
         &mut self,
         value: T,
-        usage: Arc<Usage>,
         hash: u64,
         charge: u64,
+        counters: &impl Counters<T>,
         out: &mut Vec<T>,
     ) -> NodeId {
         let queue = if self.small_ghost.take(hash) {
@@ -97,22 +97,27 @@ impl<T> Adaptive<T> {
         } else {
             Queue::Small
         };
-        self.make_room(charge, out);
-        usage.reset();
-        let index = self.arena.alloc(value, usage, charge, hash);
+        self.make_room(charge, counters, out);
+        let index = self.arena.alloc(value, charge, hash);
         self.push(queue, index);
         self.arena.id(index)
     }
 
     /// The entry at `id` was replaced by one charged `charge`; it keeps its place. Evicts
     /// others if the new charge does not fit.
-    pub(crate) fn update(&mut self, id: NodeId, charge: u64, out: &mut Vec<T>) {
+    pub(crate) fn update(
+        &mut self,
+        id: NodeId,
+        charge: u64,
+        counters: &impl Counters<T>,
+        out: &mut Vec<T>,
+    ) {
         let Some(index) = self.arena.resolve(id) else {
             return;
         };
         let queue = self.arena.node(index).queue;
         self.unlink(index);
-        self.make_room(charge, out);
+        self.make_room(charge, counters, out);
         self.arena.node_mut(index).charge = charge;
         self.push(queue, index);
     }
@@ -125,14 +130,14 @@ impl<T> Adaptive<T> {
         self.arena.free(index)
     }
 
-    fn make_room(&mut self, charge: u64, out: &mut Vec<T>) {
+    fn make_room(&mut self, charge: u64, counters: &impl Counters<T>, out: &mut Vec<T>) {
         while self.bytes() + charge > self.capacity {
             let from_small = self.main.head == NIL
                 || (self.small.head != NIL && self.small.bytes >= self.small_target);
             let evicted = if from_small {
-                self.evict_small(out)
+                self.evict_small(counters, out)
             } else {
-                self.evict_main(out)
+                self.evict_main(counters, out)
             };
             if !evicted && self.bytes() == 0 {
                 break;
@@ -142,15 +147,15 @@ impl<T> Adaptive<T> {
 
     /// Takes from the small queue: entries hit while there move to main; the first one that
     /// was not is evicted. Returns whether one was.
-    fn evict_small(&mut self, out: &mut Vec<T>) -> bool {
+    fn evict_small(&mut self, counters: &impl Counters<T>, out: &mut Vec<T>) -> bool {
         let index = self.small.head;
         if index == NIL {
             return false;
         }
         self.unlink(index);
         let node = self.arena.node(index);
-        if node.usage.get() > 0 {
-            node.usage.reset();
+        if node.value.as_ref().is_some_and(|k| counters.take(k)) {
+            // Its count starts again from zero in main.
             self.push(Queue::Main, index);
             // The caller decides again where to take from: main may now be the one over.
             return false;
@@ -164,12 +169,12 @@ impl<T> Adaptive<T> {
 
     /// Takes from the main queue: an entry with uses left is reinserted with one fewer; the
     /// first without is evicted. Returns whether one was.
-    fn evict_main(&mut self, out: &mut Vec<T>) -> bool {
+    fn evict_main(&mut self, counters: &impl Counters<T>, out: &mut Vec<T>) -> bool {
         while self.main.head != NIL {
             let index = self.main.head;
             self.unlink(index);
             let node = self.arena.node(index);
-            if node.usage.decrement() {
+            if node.value.as_ref().is_some_and(|k| counters.decrement(k)) {
                 self.push(Queue::Main, index);
                 continue;
             }
@@ -283,30 +288,30 @@ impl Ghost {
 mod tests {
     use super::*;
     use crate::bench::workload::{splitmix, ZipfRanks};
+    use crate::store::evict::Usage;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
     /// Replays `requests` of unit-charged objects through the policy as a store drives it,
     /// checking the capacity after every insert; returns the hits.
     fn replay(policy: &mut Adaptive<u32>, requests: &[u32]) -> u64 {
-        let mut held: HashMap<u32, (NodeId, Arc<Usage>)> = HashMap::new();
+        let mut counters: HashMap<u32, Usage> = HashMap::new();
         let mut hits = 0;
         let mut out = Vec::new();
         for &o in requests {
-            if let Some((_, usage)) = held.get(&o) {
+            if let Some(usage) = counters.get(&o) {
                 usage.touch();
                 hits += 1;
                 continue;
             }
-            let usage = Arc::new(Usage::default());
-            let id = policy.insert(o, Arc::clone(&usage), splitmix(u64::from(o)), 1, &mut out);
+            policy.insert(o, splitmix(u64::from(o)), 1, &counters, &mut out);
             for victim in out.drain(..) {
                 assert_ne!(victim, o, "the newcomer was its own victim");
-                held.remove(&victim);
+                counters.remove(&victim);
             }
-            held.insert(o, (id, usage));
+            counters.insert(o, Usage::default());
             assert!(policy.bytes() <= policy.capacity);
-            assert_eq!(held.len() as u64, policy.bytes());
+            assert_eq!(counters.len() as u64, policy.bytes());
         }
         hits
     }
@@ -395,15 +400,16 @@ mod tests {
     #[test]
     fn replacing_and_removing_keep_the_byte_count() {
         let mut policy: Adaptive<u32> = Adaptive::new(1_000);
+        let counters: HashMap<u32, Usage> = HashMap::new();
         let mut out = Vec::new();
-        let a = policy.insert(1, Arc::default(), 1, 300, &mut out);
-        let b = policy.insert(2, Arc::default(), 2, 300, &mut out);
+        let a = policy.insert(1, 1, 300, &counters, &mut out);
+        let b = policy.insert(2, 2, 300, &counters, &mut out);
         assert_eq!(policy.bytes(), 600);
-        policy.update(a, 500, &mut out);
+        policy.update(a, 500, &counters, &mut out);
         assert_eq!(policy.bytes(), 800);
         assert!(out.is_empty());
         // Growing b past the room left evicts a (the only other entry), never b itself.
-        policy.update(b, 600, &mut out);
+        policy.update(b, 600, &counters, &mut out);
         assert_eq!(out, vec![1]);
         assert_eq!(policy.bytes(), 600);
         assert_eq!(policy.remove(b), Some(2));

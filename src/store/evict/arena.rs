@@ -5,10 +5,6 @@
 //! allocation, and a node is named by a small copyable [`NodeId`] that the store keeps beside
 //! the entry in its map.
 
-use std::sync::Arc;
-
-use super::Usage;
-
 /// "No node": the end of a list.
 pub(crate) const NIL: u32 = u32::MAX;
 
@@ -38,8 +34,6 @@ pub(crate) struct Node<T> {
     next: u32,
     generation: u32,
     pub(crate) queue: Queue,
-    /// How often the entry was hit lately, shared with the store's map slot.
-    pub(crate) usage: Arc<Usage>,
     pub(crate) charge: u64,
     pub(crate) hash: u64,
     pub(crate) value: Option<T>,
@@ -84,7 +78,7 @@ impl<T> Default for Arena<T> {
 
 impl<T> Arena<T> {
     /// A new node holding `value`, on no list yet.
-    pub(crate) fn alloc(&mut self, value: T, usage: Arc<Usage>, charge: u64, hash: u64) -> u32 {
+    pub(crate) fn alloc(&mut self, value: T, charge: u64, hash: u64) -> u32 {
         let index = match self.free.pop() {
             Some(i) => {
                 let node = &mut self.nodes[i as usize];
@@ -99,7 +93,6 @@ impl<T> Arena<T> {
                     next: NIL,
                     generation: 0,
                     queue: Queue::Free,
-                    usage: Arc::clone(&usage),
                     charge: 0,
                     hash: 0,
                     value: None,
@@ -110,7 +103,6 @@ impl<T> Arena<T> {
         let node = &mut self.nodes[index as usize];
         node.charge = charge;
         node.hash = hash;
-        node.usage = usage;
         node.value = Some(value);
         index
     }

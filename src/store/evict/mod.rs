@@ -2,9 +2,10 @@
 //!
 //! Both backends keep their map and one [`Policy`] side by side, updated together under the
 //! store's write lock (rwlock) or the policy's mutex (sharded). A hit must not take that lock:
-//! the map slot and the policy's node share the entry's [`Usage`], a small atomic counter, and a
-//! hit only adds one to it under the map's read lock. The policy reads and lowers the counters
-//! when it looks for a victim.
+//! each map slot holds its entry's [`Usage`], a one-byte atomic counter beside the entry pointer,
+//! and a hit only adds one to it under the map's read lock (no second allocation to reach, so no
+//! second cache line). The policy reads and lowers the counters, through [`Counters`], when it
+//! looks for a victim.
 //!
 //! Two policies ([`Eviction`]): S3-FIFO with an adaptive small queue (the default;
 //! [`adaptive`]) and CLOCK ([`clock`]), kept for comparison.
@@ -16,7 +17,6 @@ mod clock;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 
 use self::adaptive::Adaptive;
 pub(crate) use self::arena::NodeId;
@@ -40,14 +40,6 @@ impl Usage {
         }
     }
 
-    pub(crate) fn get(&self) -> u8 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn reset(&self) {
-        self.0.store(0, Ordering::Relaxed);
-    }
-
     /// Clears the count, returning whether it was nonzero: CLOCK's second chance.
     pub(crate) fn take(&self) -> bool {
         self.0.swap(0, Ordering::Relaxed) > 0
@@ -61,6 +53,27 @@ impl Usage {
         }
         self.0.store(n - 1, Ordering::Relaxed);
         true
+    }
+}
+
+/// Where a policy finds the usage counters of its entries: the store's map, by key. The
+/// policy calls it only under the store's lock, for entries it holds (all of which are in the
+/// map); a key that is not there counts as unused.
+pub(crate) trait Counters<T> {
+    /// Clears the key's counter, returning whether it was nonzero.
+    fn take(&self, key: &T) -> bool;
+    /// Lowers a nonzero counter by one, returning whether it was nonzero.
+    fn decrement(&self, key: &T) -> bool;
+}
+
+#[cfg(test)]
+impl<T: std::hash::Hash + Eq> Counters<T> for std::collections::HashMap<T, Usage> {
+    fn take(&self, key: &T) -> bool {
+        self.get(key).is_some_and(Usage::take)
+    }
+
+    fn decrement(&self, key: &T) -> bool {
+        self.get(key).is_some_and(Usage::decrement)
     }
 }
 
@@ -135,28 +148,36 @@ impl<T> Policy<T> {
         }
     }
 
-    /// Makes room for `charge` bytes (appending the victims' values to `out`), then adds a new
-    /// entry whose hits are counted in `usage`; `hash` is its key's hash (the adaptive policy's
-    /// ghosts remember keys by it).
+    /// Makes room for `charge` bytes (appending the victims' values to `out`; the caller removes
+    /// them from its map), then adds a new entry, whose counter in `counters` must start at
+    /// zero. `hash` is its key's hash (the adaptive policy's ghosts remember keys by it).
     pub(crate) fn insert(
         &mut self,
         value: T,
-        usage: Arc<Usage>,
         hash: u64,
         charge: u64,
+        counters: &impl Counters<T>,
         out: &mut Vec<T>,
     ) -> NodeId {
         match self {
-            Policy::Adaptive(p) => p.insert(value, usage, hash, charge, out),
-            Policy::Clock(p) => p.insert(value, usage, hash, charge, out),
+            Policy::Adaptive(p) => p.insert(value, hash, charge, counters, out),
+            Policy::Clock(p) => p.insert(value, hash, charge, counters, out),
         }
     }
 
     /// The entry at `id` was replaced by one charged `charge`; makes room for the difference.
-    pub(crate) fn update(&mut self, id: NodeId, charge: u64, out: &mut Vec<T>) {
+    /// It keeps its place and its counter: a key whose response was replaced is as popular as
+    /// it was.
+    pub(crate) fn update(
+        &mut self,
+        id: NodeId,
+        charge: u64,
+        counters: &impl Counters<T>,
+        out: &mut Vec<T>,
+    ) {
         match self {
-            Policy::Adaptive(p) => p.update(id, charge, out),
-            Policy::Clock(p) => p.update(id, charge, out),
+            Policy::Adaptive(p) => p.update(id, charge, counters, out),
+            Policy::Clock(p) => p.update(id, charge, counters, out),
         }
     }
 
