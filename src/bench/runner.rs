@@ -485,18 +485,37 @@ mod tests {
             moka_policy: MokaPolicy::Tinylfu,
         };
         let report = run_sim(&input, &options, &ProgressBar::hidden());
-        assert_eq!(report.results.len(), 2 * 5);
-        let names: Vec<&str> = report.results[..5]
+        assert_eq!(report.results.len(), 2 * 7);
+        let names: Vec<&str> = report.results[..7]
             .iter()
             .map(|r| r.backend.as_str())
             .collect();
-        assert_eq!(names, ["rwlock", "sharded", "moka", "lru", "opt"]);
+        assert_eq!(
+            names,
+            ["rwlock", "sharded", "moka", "lru", "opt", "s3fifo", "sieve"]
+        );
+        let policies: Vec<Option<&str>> = report.results[..7]
+            .iter()
+            .map(|r| r.policy.as_deref())
+            .collect();
+        assert_eq!(
+            policies,
+            [
+                Some("adaptive"),
+                Some("adaptive"),
+                Some("tinylfu"),
+                None,
+                None,
+                None,
+                None
+            ]
+        );
         for r in &report.results {
             assert_eq!(r.requests, 5000);
             assert!(r.stored_bytes.unwrap() <= r.capacity_bytes, "{r:?}");
         }
-        // More room never hurts the exact references.
-        assert!(report.results[8].hits >= report.results[3].hits);
-        assert!(report.results[9].hits >= report.results[4].hits);
+        // More room never hurts LRU and OPT (S3-FIFO and SIEVE are not stack algorithms).
+        assert!(report.results[10].hits >= report.results[3].hits);
+        assert!(report.results[11].hits >= report.results[4].hits);
     }
 }
