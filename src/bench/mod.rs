@@ -217,9 +217,9 @@ async fn run_sim(common: CommonArgs) -> anyhow::Result<()> {
         let total = input.trace.requests.len() as u64
             * options.capacities.len() as u64
             * options.runs().len() as u64;
-        let bar = runner::progress_bar(total, "sim");
-        let report = runner::run_sim(&input, &options, &bar);
-        bar.finish_and_clear();
+        let progress = runner::progress_bar(total, "sim");
+        let report = runner::run_sim(&input, &options, &progress.bar);
+        progress.finish();
         Ok((report, common))
     })
     .await
@@ -250,8 +250,12 @@ async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
     } else {
         options.sim.capacities.len() * options.sim.runs().len()
     };
-    let bar = runner::progress_bar(input.trace.requests.len() as u64 * runs as u64, "http");
-    let report = runner::run_http(&input, &options, &bar).await?;
-    bar.finish_and_clear();
+    let progress = runner::progress_bar(input.trace.requests.len() as u64 * runs as u64, "http");
+    let report = runner::run_http(&input, &options, &progress.bar).await;
+    // Joining the plain-progress thread waits at most one of its 100 ms checks.
+    tokio::task::spawn_blocking(move || progress.finish())
+        .await
+        .context("the progress thread failed")?;
+    let report = report?;
     emit(&report, common)
 }

@@ -165,6 +165,7 @@ mod tests {
             working_set_bytes: 1000,
             charge_model: String::new(),
             opt: "",
+            setup: vec![],
             results,
             notes: vec![],
         };

@@ -111,6 +111,9 @@ pub struct Report {
     pub charge_model: String,
     /// Which OPT the `opt` rows are.
     pub opt: &'static str,
+    /// What was run, in words: how requests were made, what each capacity means, which rows
+    /// are measured and which are simulated.
+    pub setup: Vec<String>,
     /// The rows.
     pub results: Vec<Row>,
     /// Warnings a reader should see beside the numbers.
@@ -202,6 +205,9 @@ impl Report {
             format_size(self.working_set_bytes),
             self.seed
         );
+        for line in &self.setup {
+            let _ = writeln!(out, "ran: {line}");
+        }
         let render = |cells: &[String], out: &mut String| {
             let mut s = String::new();
             for (c, cell) in cells.iter().enumerate() {
@@ -299,6 +305,7 @@ mod tests {
             working_set_bytes: 5000,
             charge_model: "test".into(),
             opt: "belady",
+            setup: vec!["origin latency 20ms".into()],
             results: vec![
                 Row {
                     backend: "moka".into(),
@@ -334,6 +341,15 @@ mod tests {
             ],
             notes: vec![],
         }
+    }
+
+    #[test]
+    fn the_table_says_what_was_run() {
+        let table = report().table();
+        let lines: Vec<&str> = table.lines().collect();
+        // Right under the title line, before the rows.
+        assert_eq!(lines[1], "ran: origin latency 20ms", "{table}");
+        assert!(report().json().contains("\"setup\""));
     }
 
     #[test]

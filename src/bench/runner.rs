@@ -119,8 +119,34 @@ impl SimOptions {
     }
 }
 
-/// A progress bar on stderr (indicatif draws nothing when stderr is not a terminal).
-pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
+/// How often progress is written as a plain line when stderr is not a terminal.
+pub const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A progress bar on stderr, and the thread that writes it as plain lines when stderr is not a
+/// terminal.
+#[derive(Debug)]
+pub struct Progress {
+    /// The bar the runs tick.
+    pub bar: ProgressBar,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Clears the bar, and waits for the plain-line thread to write its last line (the process
+    /// may exit right after).
+    pub fn finish(self) {
+        self.bar.finish_and_clear();
+        if let Some(ticker) = self.ticker {
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// A progress bar on stderr. indicatif draws nothing when stderr is not a terminal (CI logs,
+/// `2> file`, Docker without a tty), so then a thread writes a plain line instead, when the
+/// run starts, every [`PLAIN_PROGRESS_EVERY`], and when it ends.
+pub fn progress_bar(len: u64, message: &str) -> Progress {
+    use std::io::IsTerminal;
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(
@@ -129,7 +155,60 @@ pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
         .expect("static template"),
     );
     bar.set_message(message.to_string());
-    bar
+    let ticker = (!std::io::stderr().is_terminal())
+        .then(|| plain_progress(&bar, PLAIN_PROGRESS_EVERY, std::io::stderr()));
+    Progress { bar, ticker }
+}
+
+/// Writes `bar`'s progress to `out` as plain lines: one at once, one every `every`, and a last
+/// one when the bar is finished or dropped. The thread holds only a weak reference, so it never keeps a
+/// bar alive. Returns the thread, for tests to join.
+pub fn plain_progress(
+    bar: &ProgressBar,
+    every: Duration,
+    mut out: impl std::io::Write + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let weak = bar.downgrade();
+    let line = |bar: &ProgressBar| {
+        let len = bar.length().unwrap_or(0);
+        let pos = bar.position();
+        let pct = if len == 0 {
+            100.0
+        } else {
+            pos as f64 * 100.0 / len as f64
+        };
+        format!(
+            "{}: {pos}/{len} requests ({pct:.0}%), {:.0} s",
+            bar.message(),
+            bar.elapsed().as_secs_f64()
+        )
+    };
+    std::thread::spawn(move || {
+        let mut last = String::new();
+        let mut next = std::time::Instant::now();
+        // Checked often, written seldom: the thread notices the end within 100 ms.
+        let tick = every.min(Duration::from_millis(100));
+        loop {
+            let Some(bar) = weak.upgrade() else {
+                let _ = writeln!(out, "{last} (done)");
+                return;
+            };
+            if bar.is_finished() {
+                // Not the position: finishing a bar sets it to the length, which a run cut
+                // short by its time limit did not reach (the report's notes say how far it got).
+                let secs = bar.elapsed().as_secs_f64();
+                let _ = writeln!(out, "{}: finished after {secs:.0} s", bar.message());
+                return;
+            }
+            if std::time::Instant::now() >= next {
+                last = line(&bar);
+                let _ = writeln!(out, "{last}");
+                next += every;
+            }
+            drop(bar);
+            std::thread::sleep(tick);
+        }
+    })
 }
 
 fn row(backend: &str, policy: Option<String>, cap: Capacity, bytes: u64, c: &Counts) -> Row {
@@ -211,9 +290,75 @@ pub fn run_sim(input: &Input, options: &SimOptions, progress: &ProgressBar) -> R
             5 + width
         ),
         opt: OPT_DESCRIPTION,
+        setup: sim_setup(input, options, working_set),
         results,
         notes: Vec::new(),
     }
+}
+
+/// What each capacity means: its bytes and about how many objects of the mean charge it holds.
+fn capacity_lines(capacities: &[Capacity], working_set: u64, objects: usize) -> Vec<String> {
+    let mean = working_set / objects.max(1) as u64;
+    capacities
+        .iter()
+        .map(|&cap| {
+            let bytes = cap.resolve(working_set, objects);
+            let of = match cap {
+                Capacity::Percent(_) => {
+                    " of the working set (the charged bytes of every distinct object)"
+                }
+                Capacity::Bytes(_) => "",
+            };
+            format!(
+                "capacity {cap}{of} = {} bytes, about {} objects of the mean charge ({mean} bytes)",
+                bytes,
+                bytes / mean.max(1)
+            )
+        })
+        .collect()
+}
+
+fn sim_setup(input: &Input, options: &SimOptions, working_set: u64) -> Vec<String> {
+    let mut lines = vec![format!(
+        "every request of the trace replayed straight through each store (no sockets, one thread): a get, and on a miss an insert; {} requests per backend and capacity",
+        input.trace.requests.len()
+    )];
+    lines.extend(capacity_lines(
+        &options.capacities,
+        working_set,
+        input.trace.objects(),
+    ));
+    lines.push(format!(
+        "lru, opt, s3fifo and sieve are reference policies computed on the same trace and charges; {}",
+        policies(options)
+    ));
+    lines
+}
+
+/// Which eviction policies the backend rows ran.
+fn policies(options: &SimOptions) -> String {
+    let evictions: Vec<String> = options.evictions.iter().map(|e| e.to_string()).collect();
+    format!(
+        "rwlock and sharded ran {} (--eviction), moka ran {}",
+        evictions.join(" and "),
+        options.moka_policy
+    )
+}
+
+fn http_setup(options: &HttpOptions, planned: usize) -> Vec<String> {
+    let d = &options.drive;
+    vec![
+        format!(
+            "{planned} requests over HTTP/1.1 from up to {} connections at once, each run cut at {:?}; a request taking over {:?} counts as an error",
+            d.concurrency, d.time_limit, d.request_timeout
+        ),
+        format!(
+            "for each backend and capacity a fresh `cachet origin` (latency {:?} per response) and a fresh proxy, both on 127.0.0.1",
+            options.origin_latency
+        ),
+        "hit and hit+coal are what the client read in Cache-Status; sim hit, and the lru, opt, s3fifo and sieve rows, are replays of the same requests without sockets".into(),
+        policies(&options.sim),
+    ]
 }
 
 /// What `bench http` runs, beyond the backends and capacities.
@@ -365,6 +510,15 @@ pub async fn run_http(
             working_set_bytes: objects.working_set(),
             charge_model: "unknown: a --target proxy's store is not visible".into(),
             opt: OPT_DESCRIPTION,
+            setup: {
+                let mut lines = http_setup(options, planned);
+                // The first line only: no origin or proxy of ours in this mode.
+                lines.truncate(1);
+                lines.push(format!(
+                    "drove {base}: its backend, capacity and origin are not visible from here"
+                ));
+                lines
+            },
             results,
             notes,
         });
@@ -456,6 +610,11 @@ pub async fn run_http(
             "each object charged as the proxy stores it: {ENTRY_OVERHEAD} + key (http://127.0.0.1:<port>/obj/<n>?size=<bytes>) + {header_base} bytes of response headers + Content-Length digits + body"
         ),
         opt: OPT_DESCRIPTION,
+        setup: {
+            let mut lines = http_setup(options, planned);
+            lines.extend(capacity_lines(&options.sim.capacities, working_set, trace.objects()));
+            lines
+        },
         results,
         notes,
     })
@@ -514,8 +673,82 @@ mod tests {
             assert_eq!(r.requests, 5000);
             assert!(r.stored_bytes.unwrap() <= r.capacity_bytes, "{r:?}");
         }
+        // The report says what it ran: the replay, what each capacity is, which rows are
+        // references.
+        let setup = report.setup.join("\n");
+        assert!(
+            setup.contains("5000 requests per backend and capacity"),
+            "{setup}"
+        );
+        assert!(
+            setup.contains("capacity 10% of the working set") && setup.contains("capacity 50%"),
+            "{setup}"
+        );
+        assert!(
+            setup.contains("ran adaptive (--eviction), moka ran tinylfu"),
+            "{setup}"
+        );
+        assert!(report.table().contains("ran: capacity 10%"));
         // More room never hurts LRU and OPT (S3-FIFO and SIEVE are not stack algorithms).
         assert!(report.results[10].hits >= report.results[3].hits);
         assert!(report.results[11].hits >= report.results[4].hits);
+    }
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn without_a_terminal_progress_is_written_as_plain_lines() {
+        use indicatif::ProgressDrawTarget;
+        let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::hidden());
+        bar.set_message("sim");
+        let out = Shared::default();
+        // An interval no test outlives: what is written is the opening line and the final one.
+        let ticker = plain_progress(&bar, Duration::from_secs(3600), out.clone());
+        while out.text().is_empty() {
+            std::thread::yield_now();
+        }
+        bar.inc(40);
+        bar.finish_and_clear();
+        ticker.join().unwrap();
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("sim: 0/100 requests (0%), "), "{text}");
+        assert!(lines[1].starts_with("sim: finished after "), "{text}");
+
+        // A bar dropped unfinished ends the thread too, with the last line it wrote.
+        let bar = ProgressBar::with_draw_target(Some(10), ProgressDrawTarget::hidden());
+        bar.set_message("http moka @ 10%");
+        let out = Shared::default();
+        let ticker = plain_progress(&bar, Duration::from_secs(3600), out.clone());
+        while out.text().is_empty() {
+            std::thread::yield_now();
+        }
+        drop(bar);
+        ticker.join().unwrap();
+        let text = out.text();
+        assert!(
+            text.starts_with("http moka @ 10%: 0/10 requests (0%)"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("(done)"), "{text}");
     }
 }
