@@ -15,8 +15,8 @@
 //! them. So here, as ARC (Megiddo and Modha, FAST 2003) balances its two lists, the small
 //! queue's share follows two ghost queues: a miss on a key the small queue evicted says the
 //! small queue was too short, and grows it; a miss on a key the main queue evicted says the main
-//! queue was, and shrinks it. Each step is the missed entry's charge, scaled by the ratio of the
-//! two ghosts' sizes, so the rarer signal weighs more (ARC's rule).
+//! queue was, and shrinks it. Each step is one entry (the mean charge held), scaled by the
+//! ratio of the two ghosts' sizes, so the rarer signal weighs more (ARC's rule).
 //!
 //! A hit is one relaxed atomic add on the entry's [`super::Usage`] in the store's map slot,
 //! under a read lock; everything here runs under the store's write lock and reaches the
@@ -82,13 +82,21 @@ impl<T> Adaptive<T> {
         counters: &impl Counters<T>,
         out: &mut Vec<T>,
     ) -> NodeId {
+        // ARC's step is one entry. In bytes that is the mean charge of what is held, not the
+        // charge of the key that missed: one large object must not move the target more than a
+        // small one (with lognormal sizes, stepping by the missed charge cost up to 1.4 points
+        // on flat Zipf).
+        let step_bytes = match (self.small.len + self.main.len) as u64 {
+            0 => charge,
+            entries => self.bytes() / entries,
+        };
         let queue = if self.small_ghost.take(hash) {
             // Had the small queue been longer, this would have been a hit there.
-            let step = scaled(charge, self.main_ghost.bytes, self.small_ghost.bytes);
+            let step = scaled(step_bytes, self.main_ghost.bytes, self.small_ghost.bytes);
             self.small_target = (self.small_target + step).min(self.capacity);
             Queue::Main
         } else if self.main_ghost.take(hash) {
-            let step = scaled(charge, self.small_ghost.bytes, self.main_ghost.bytes);
+            let step = scaled(step_bytes, self.small_ghost.bytes, self.main_ghost.bytes);
             let floor = (self.capacity as f64 * MIN_SMALL_SHARE) as u64;
             self.small_target = self.small_target.saturating_sub(step).max(floor);
             // It left main for lack of room, not for lack of use, so it is not proven popular
