@@ -60,23 +60,18 @@ fn warm_store(backend: Backend, f: &Fixture) -> Arc<dyn Store> {
     store
 }
 
-fn run_threads(store: &Arc<dyn Store>, f: &Fixture, threads: usize, iters: u64) -> Duration {
+/// Runs `op(thread, i)` for `i` in `0..iters` on each of `threads` threads started together,
+/// returning the wall time until all have finished.
+fn run_threads(threads: usize, iters: u64, op: impl Fn(usize, usize) + Sync) -> Duration {
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (barrier, store) = (&barrier, Arc::clone(store));
+                let (barrier, op) = (&barrier, &op);
                 s.spawn(move || {
-                    let offset = t * (STREAM / threads.max(1));
                     barrier.wait();
                     for i in 0..iters as usize {
-                        let k = f.stream[(offset + i) % STREAM] as usize;
-                        let key = &f.keys[k];
-                        if i % WRITE_EVERY == WRITE_EVERY - 1 {
-                            store.insert(key.clone(), Arc::clone(&f.entry));
-                        } else {
-                            black_box(store.get(key));
-                        }
+                        op(t, i);
                     }
                 })
             })
@@ -90,13 +85,22 @@ fn run_threads(store: &Arc<dyn Store>, f: &Fixture, threads: usize, iters: u64) 
     })
 }
 
-fn backends(c: &mut Criterion) {
-    let f = fixture();
-    let mut group = c.benchmark_group("store_95get_5insert_zipf1");
+/// Both groups are measured alike: short, since each sample already runs many operations.
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
+    group
+}
+
+fn backends(c: &mut Criterion) {
+    let f = fixture();
+    let mut group = group(c, "store_95get_5insert_zipf1");
     for backend in Backend::ALL {
         let store = warm_store(backend, &f);
         for threads in [1usize, 2, 4, 8] {
@@ -104,7 +108,20 @@ fn backends(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(backend.as_str(), threads),
                 &threads,
-                |b, &threads| b.iter_custom(|iters| run_threads(&store, &f, threads, iters)),
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        run_threads(threads, iters, |t, i| {
+                            // Each thread starts at its own offset in the one shared stream.
+                            let k = f.stream[(t * (STREAM / threads) + i) % STREAM] as usize;
+                            let key = &f.keys[k];
+                            if i % WRITE_EVERY == WRITE_EVERY - 1 {
+                                store.insert(key.clone(), Arc::clone(&f.entry));
+                            } else {
+                                black_box(store.get(key));
+                            }
+                        })
+                    })
+                },
             );
         }
     }
@@ -118,19 +135,15 @@ const HOT: u64 = 10_000;
 /// entry. The cost of the hit path itself, with no insert to contend with.
 fn hits(c: &mut Criterion) {
     let f = fixture();
-    let mut group = c.benchmark_group("store_hit_zipf1");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    let mut group = group(c, "store_hit_zipf1");
     let per_entry = f.entry.charge(&f.keys[0]);
+    let stream: Vec<u32> = f.stream.iter().map(|&k| k % HOT as u32).collect();
     for backend in Backend::ALL {
         let store = backend.build(per_entry * HOT * 2, Eviction::Adaptive, MokaPolicy::Tinylfu);
         for key in &f.keys[..HOT as usize] {
             store.insert(key.clone(), Arc::clone(&f.entry));
         }
         store.settle();
-        let stream: Vec<u32> = f.stream.iter().map(|&k| k % HOT as u32).collect();
         for threads in [1usize, 2] {
             group.throughput(Throughput::Elements(threads as u64));
             group.bench_with_input(
@@ -138,28 +151,9 @@ fn hits(c: &mut Criterion) {
                 &threads,
                 |b, &threads| {
                     b.iter_custom(|iters| {
-                        let barrier = Barrier::new(threads + 1);
-                        std::thread::scope(|s| {
-                            let handles: Vec<_> = (0..threads)
-                                .map(|t| {
-                                    let (barrier, store, stream) = (&barrier, &store, &stream);
-                                    let keys = &f.keys;
-                                    s.spawn(move || {
-                                        let offset = t * (STREAM / threads);
-                                        barrier.wait();
-                                        for i in 0..iters as usize {
-                                            let k = stream[(offset + i) % STREAM] as usize;
-                                            black_box(store.get(&keys[k]));
-                                        }
-                                    })
-                                })
-                                .collect();
-                            barrier.wait();
-                            let started = Instant::now();
-                            for h in handles {
-                                h.join().expect("bench thread panicked");
-                            }
-                            started.elapsed()
+                        run_threads(threads, iters, |t, i| {
+                            let k = stream[(t * (STREAM / threads) + i) % STREAM] as usize;
+                            black_box(store.get(&f.keys[k]));
                         })
                     })
                 },
