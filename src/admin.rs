@@ -24,9 +24,9 @@ use crate::body::{self, Body};
 use crate::metrics::{Levels, RequestCounts, ALL_RESULTS};
 use crate::policy::authority::Authority;
 use crate::policy::key::cache_key;
-use crate::policy::vary::is_key_or_variant;
+pub use crate::policy::purge::PurgeTarget;
 use crate::proxy::Proxy;
-use crate::store::Key;
+use crate::proxy::PurgeReport;
 
 /// What the admin routes read and act on.
 pub struct AdminState {
@@ -151,21 +151,13 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
         "/stats" => json(StatusCode::OK, &stats(state)),
         _ => match parse_purge_query(req.uri().query().unwrap_or("")) {
             Ok(target) => {
-                // A prefix or full purge walks the whole store: on a blocking thread, so the
-                // runtime's workers go on serving meanwhile.
-                let proxy = state.proxy.clone();
-                let what = target.clone();
-                let purged = match tokio::task::spawn_blocking(move || purge(&proxy, &what)).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        return text(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &format!("purge failed: {e}\n"),
-                        )
-                    }
-                };
-                tracing::info!(?target, purged, "purge from the admin API");
-                json(StatusCode::OK, &serde_json::json!({ "purged": purged }))
+                let report = state.proxy.purge(&target).await;
+                tracing::info!(?target, purged = report.local, "purge from the admin API");
+                let mut body = serde_json::json!({ "purged": report.local });
+                if let Some(tier) = shared_report(&report) {
+                    body["shared"] = tier;
+                }
+                json(StatusCode::OK, &body)
             }
             Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
         },
@@ -228,19 +220,6 @@ fn authorized(header: Option<&HeaderValue>, token: &str) -> bool {
     };
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// What a purge removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PurgeTarget {
-    /// One URL and all its Vary variants: a cache key (`http://host/path?query`), or a path with
-    /// query (`/path?query`) meaning that URL on every host.
-    Url(String),
-    /// Every URL under a prefix: a cache key prefix (`http://host/path/`), or a path prefix
-    /// (`/path/`) on every host.
-    Prefix(String),
-    /// Everything.
-    All,
 }
 
 /// A `/purge` query that does not say what to purge.
@@ -329,35 +308,13 @@ fn percent_decode(s: &str) -> Result<String, PurgeQueryError> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
-/// Removes what `target` names; returns the number of store entries removed (a URL with Vary
-/// variants counts its index entry and each variant).
-pub fn purge(proxy: &Proxy, target: &PurgeTarget) -> u64 {
-    match target {
-        PurgeTarget::All => proxy.purge_all(),
-        PurgeTarget::Url(url) if url.starts_with('/') => {
-            purge_paths(proxy, |path| is_key_or_variant(path, url))
-        }
-        PurgeTarget::Url(key) => proxy.purge_url(key),
-        PurgeTarget::Prefix(prefix) if prefix.starts_with('/') => {
-            purge_paths(proxy, |path| path.starts_with(prefix.as_str()))
-        }
-        PurgeTarget::Prefix(prefix) => proxy.purge_prefix(prefix),
-    }
-}
-
-/// Removes every entry whose key's path (what follows `scheme://authority`) matches, on every
-/// host. The proxy's own purges take a full key; a path-only purge needs the key split, which is
-/// done here through [`Proxy::purge_where`].
-fn purge_paths(proxy: &Proxy, doomed: impl Fn(&str) -> bool) -> u64 {
-    proxy.purge_where(&|key: &Key| doomed(key_path(key.as_str())))
-}
-
-/// The path-and-query part of a cache key (`/a?b` of `http://host/a?b`), variant suffix included.
-fn key_path(key: &str) -> &str {
-    let after_scheme = key.find("://").map_or(0, |i| i + 3);
-    key[after_scheme..]
-        .find('/')
-        .map_or("", |i| &key[after_scheme + i..])
+/// The `shared` member of a purge's answer: what the shared tier removed (it also told every
+/// other instance), or why the purge did not reach it; `None` without a shared tier.
+pub fn shared_report(report: &PurgeReport) -> Option<serde_json::Value> {
+    report.shared.as_ref().map(|r| match r {
+        Ok(urls) => serde_json::json!({ "purged_urls": urls }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    })
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
@@ -418,16 +375,6 @@ mod tests {
             parse_purge_query("host=a"),
             Err(PurgeQueryError::Unknown(_))
         ));
-    }
-
-    #[test]
-    fn key_path_splits_after_the_authority() {
-        assert_eq!(key_path("http://h:8080/a/b?c"), "/a/b?c");
-        assert_eq!(
-            key_path("http://h/a\x001\x00accept=x"),
-            "/a\x001\x00accept=x"
-        );
-        assert_eq!(key_path("http://h"), "");
     }
 
     #[test]

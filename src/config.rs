@@ -20,6 +20,7 @@ use ipnet::IpNet;
 
 use crate::policy::{Heuristics, StoreRules};
 use crate::proxy::ProxyConfig;
+use crate::shared::{RedisTarget, SharedConfig};
 use crate::store::{Backend, Eviction, MokaPolicy};
 use crate::units::{parse_duration, parse_size_within};
 use crate::upstream::UpstreamConfig;
@@ -174,6 +175,39 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
     pub shutdown_timeout: Duration,
 
+    /// A cache shared by several instances: redis://HOST:PORT[/DB] (Redis or Valkey) or
+    /// redis+cluster://HOST:PORT,HOST:PORT,... (Redis Cluster seed nodes). Misses are looked up
+    /// there before the upstream, fetches written there, purges announced through it. Off when
+    /// not given.
+    #[arg(long, env = "CACHET_SHARED", value_name = "URL", value_parser = parse_shared, help_heading = "Shared tier")]
+    pub shared: Option<RedisTarget>,
+
+    /// Prefix of every key and of the event channel in the shared tier, so several fleets can
+    /// use one Redis.
+    #[arg(
+        long,
+        env = "CACHET_SHARED_PREFIX",
+        default_value = "cachet:",
+        value_name = "PREFIX",
+        help_heading = "Shared tier"
+    )]
+    pub shared_prefix: String,
+
+    /// The longest a shared-tier lookup may take; past it the request goes on to the upstream
+    /// as if the tier had missed. Writes, locks and purges are off the client's path and get 20
+    /// times as long (at least 100ms).
+    #[arg(long, env = "CACHET_SHARED_TIMEOUT", default_value = "5ms", value_parser = parse_duration_arg, help_heading = "Shared tier")]
+    pub shared_timeout: Duration,
+
+    /// Responses with larger bodies are kept in the local store only.
+    #[arg(long, env = "CACHET_SHARED_MAX_OBJECT_SIZE", default_value = "1MiB", value_parser = parse_max_object_size, value_name = "SIZE", help_heading = "Shared tier")]
+    pub shared_max_object_size: u64,
+
+    /// After 3 failed calls in a row the shared tier is skipped, and probed this often until
+    /// it answers; faults are logged at most this often.
+    #[arg(long, env = "CACHET_SHARED_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration_arg, help_heading = "Shared tier")]
+    pub shared_probe_interval: Duration,
+
     /// Address of the admin listener (/metrics, /health, /stats, /purge), e.g. 127.0.0.1:9091;
     /// a host name is resolved as for --listen. Off when not given.
     #[arg(
@@ -291,6 +325,10 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
+fn parse_shared(s: &str) -> Result<RedisTarget, String> {
+    RedisTarget::parse(s)
+}
+
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -361,6 +399,8 @@ pub struct ServeConfig {
     pub allow_purge_from: Vec<IpNet>,
     /// Access log format, or `None` for no access log.
     pub access_log: Option<LogFormat>,
+    /// The shared tier, or `None` for none.
+    pub shared: Option<SharedConfig>,
 }
 
 /// The smallest `--max-header-size` hyper accepts (its minimum read buffer).
@@ -440,6 +480,31 @@ impl ServeArgs {
                 ));
             }
         }
+        let shared = match &self.shared {
+            None => None,
+            Some(target) => {
+                if self.shared_timeout.is_zero() {
+                    return Err(invalid("--shared-timeout", "must be more than 0s"));
+                }
+                if self.shared_probe_interval.is_zero() {
+                    return Err(invalid("--shared-probe-interval", "must be more than 0s"));
+                }
+                if self.shared_prefix.is_empty() {
+                    return Err(invalid(
+                        "--shared-prefix",
+                        "must not be empty: keys of other programs would look like ours",
+                    ));
+                }
+                let mut shared = SharedConfig::new(target.clone());
+                shared.prefix = self.shared_prefix.clone();
+                shared.timeout = self.shared_timeout;
+                shared.max_object_size = self.shared_max_object_size;
+                shared.probe_interval = self.shared_probe_interval;
+                // Other instances wait as long for this one's fill as local requests would.
+                shared.lock_ttl = self.coalesce_timeout.max(Duration::from_millis(100));
+                Some(shared)
+            }
+        };
         let admin_token = match &self.admin_token {
             Some(t) if t.trim().is_empty() => {
                 return Err(invalid("--admin-token", "must not be empty"));
@@ -489,6 +554,7 @@ impl ServeArgs {
                 AccessLogTarget::Stdout => Some(self.log_format),
                 AccessLogTarget::Off => None,
             },
+            shared,
         })
     }
 }
@@ -525,6 +591,7 @@ impl ServeConfig {
             admin_token: None,
             allow_purge_from: Vec::new(),
             access_log: None,
+            shared: None,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod proxy;
 pub mod revalidate;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod units;
 pub mod upstream;

@@ -22,8 +22,9 @@ use crate::outcome::CacheResult;
 use crate::store::Store;
 
 /// Every cache result, in the order `/stats` and `/metrics` list them.
-pub const ALL_RESULTS: [CacheResult; 7] = [
+pub const ALL_RESULTS: [CacheResult; 8] = [
     CacheResult::Hit,
+    CacheResult::SharedHit,
     CacheResult::Miss,
     CacheResult::Stale,
     CacheResult::Revalidated,
@@ -37,12 +38,13 @@ pub const ALL_RESULTS: [CacheResult; 7] = [
 fn result_index(result: CacheResult) -> usize {
     match result {
         CacheResult::Hit => 0,
-        CacheResult::Miss => 1,
-        CacheResult::Stale => 2,
-        CacheResult::Revalidated => 3,
-        CacheResult::Coalesced => 4,
-        CacheResult::Bypass => 5,
-        CacheResult::Error => 6,
+        CacheResult::SharedHit => 1,
+        CacheResult::Miss => 2,
+        CacheResult::Stale => 3,
+        CacheResult::Revalidated => 4,
+        CacheResult::Coalesced => 5,
+        CacheResult::Bypass => 6,
+        CacheResult::Error => 7,
     }
 }
 
@@ -90,6 +92,43 @@ pub fn record_upstream(elapsed: Duration) {
 /// Counts a background refresh dropped because the queue was full.
 pub fn record_refresh_dropped() {
     metrics::counter!("cachet_refresh_dropped_total").increment(1);
+}
+
+/// Counts one lookup in the shared tier by what it gave: `hit` (served), `miss`, `refused` (a
+/// record that failed to decode or was written for another key: deleted, not served) or
+/// `stale` (found, but not fresh enough to serve without the upstream).
+pub fn record_shared_lookup(result: &'static str) {
+    metrics::counter!("cachet_shared_lookups_total", "result" => result).increment(1);
+}
+
+/// Counts one failed call to the shared tier by kind: `timeout`, `unreachable`, `refused` (an
+/// error answer), `open` (not made: the circuit breaker is open).
+pub fn record_shared_error(kind: &'static str) {
+    metrics::counter!("cachet_shared_errors_total", "kind" => kind).increment(1);
+}
+
+/// Counts one write to the shared tier by what became of it: `written`, `failed`, `dropped`
+/// (the write queue was full), `skipped` (the breaker is open), `too_large` (body over
+/// `--shared-max-object-size`), `no_lifetime` (nothing left to serve it for).
+pub fn record_shared_write(result: &'static str) {
+    metrics::counter!("cachet_shared_writes_total", "result" => result).increment(1);
+}
+
+/// Counts one request for a URL's fill lock: `acquired` (this instance fetches) or `busy`
+/// (another instance is fetching; this one waits for its fill).
+pub fn record_shared_lock(result: &'static str) {
+    metrics::counter!("cachet_shared_locks_total", "result" => result).increment(1);
+}
+
+/// Counts one event received from the other instances: `purge`, `filled`, `invalid`.
+pub fn record_shared_event(kind: &'static str) {
+    metrics::counter!("cachet_shared_events_total", "kind" => kind).increment(1);
+}
+
+/// Sets `cachet_shared_up`: 1 while the shared tier is used, 0 while its circuit breaker is
+/// open.
+pub fn record_shared_up(up: bool) {
+    metrics::gauge!("cachet_shared_up").set(if up { 1.0 } else { 0.0 });
 }
 
 /// Why the Prometheus recorder could not be installed.
@@ -240,7 +279,7 @@ pub struct Levels {
 /// recorder, these belong to the server that answered.
 #[derive(Debug)]
 pub struct RequestCounts {
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; ALL_RESULTS.len()],
     started: Instant,
 }
 
@@ -270,12 +309,15 @@ impl RequestCounts {
     }
 
     /// Share of cache lookups answered from the store without waiting for the upstream:
-    /// `(hit + stale) / (hit + stale + miss + revalidated + coalesced)`. Bypassed requests
+    /// `(hit + stale) / (hit + stale + shared_hit + miss + revalidated + coalesced)`. A
+    /// shared hit waited on the shared tier, not the upstream, but is counted as a lookup the
+    /// local store missed, so this stays the local store's own ratio. Bypassed requests
     /// (methods and requests that are never cached) and errors made no lookup, so they are left
     /// out. `None` before the first lookup.
     pub fn hit_ratio(&self) -> Option<f64> {
         let served = self.get(CacheResult::Hit) + self.get(CacheResult::Stale);
         let lookups = served
+            + self.get(CacheResult::SharedHit)
             + self.get(CacheResult::Miss)
             + self.get(CacheResult::Revalidated)
             + self.get(CacheResult::Coalesced);

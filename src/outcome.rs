@@ -10,6 +10,8 @@
 pub enum CacheResult {
     /// Served fresh from the store.
     Hit,
+    /// Served fresh from the shared tier (another instance's fetch), and now in the store.
+    SharedHit,
     /// Fetched from upstream.
     Miss,
     /// Served stale (stale-while-revalidate, stale-if-error, or max-stale).
@@ -29,6 +31,7 @@ impl CacheResult {
     pub fn as_str(self) -> &'static str {
         match self {
             CacheResult::Hit => "hit",
+            CacheResult::SharedHit => "shared_hit",
             CacheResult::Miss => "miss",
             CacheResult::Stale => "stale",
             CacheResult::Revalidated => "revalidated",

@@ -34,8 +34,10 @@ use crate::admin::AdminState;
 use crate::body::{self, Body};
 use crate::config::{LogFormat, ServeConfig};
 use crate::metrics::{GaugeGuard, Levels, LiveGauge, RequestCounts};
+use crate::policy::purge::PurgeTarget;
 use crate::proxy::{CacheResult, Proxy, UpstreamTime};
 use crate::revalidate::{Revalidator, Workers};
+use crate::shared::{RedisTier, Shared as SharedTier, SharedConfig};
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -126,7 +128,27 @@ pub fn start_with_admin(
     // One head limit: the one hyper's read buffer is sized from.
     let mut proxy_config = config.proxy.clone();
     proxy_config.max_head_size = config.max_header_size;
-    let proxy = Proxy::new(Arc::clone(&store), upstream, proxy_config, revalidator);
+    // The shared tier's tasks stop after the accept loop: the fills that drained with it have
+    // queued their writes by then.
+    let tier_stop = CancellationToken::new();
+    let tier = config
+        .shared
+        .as_ref()
+        .and_then(|c| start_shared_tier(c, tier_stop.clone()));
+    let (tier, purges) = match tier {
+        Some((tier, purges)) => (Some(tier), Some(purges)),
+        None => (None, None),
+    };
+    let proxy = Proxy::with_shared(
+        Arc::clone(&store),
+        upstream,
+        proxy_config,
+        revalidator,
+        tier,
+    );
+    if let Some(purges) = purges {
+        tokio::spawn(apply_purges(proxy.clone(), purges));
+    }
     let connections = LiveGauge::new();
     let in_flight = LiveGauge::new();
     let counts = Arc::new(RequestCounts::default());
@@ -179,6 +201,7 @@ pub fn start_with_admin(
             loop_shutdown,
         )
         .await;
+        tier_stop.cancel();
         // The admin listener outlives the drain so that /health can say 503 throughout.
         admin_stop.cancel();
         if let Some(t) = admin_task {
@@ -194,6 +217,34 @@ pub fn start_with_admin(
         counts,
         shutdown,
         task,
+    }
+}
+
+/// Connects (lazily) to the shared tier of `config` and starts its tasks.
+fn start_shared_tier(
+    config: &SharedConfig,
+    stop: CancellationToken,
+) -> Option<(Arc<SharedTier>, mpsc::Receiver<PurgeTarget>)> {
+    let connect_timeout = config.write_timeout().max(Duration::from_millis(500));
+    match RedisTier::new(config.target.clone(), &config.prefix, connect_timeout) {
+        Ok(tier) => Some(SharedTier::start(Arc::new(tier), config.clone(), stop)),
+        Err(e) => {
+            tracing::error!(error = %e, "shared tier not used");
+            None
+        }
+    }
+}
+
+/// Applies to the local store the purges other instances announce, one at a time, each on a
+/// blocking thread (a prefix purge walks the store).
+async fn apply_purges(proxy: Proxy, mut purges: mpsc::Receiver<PurgeTarget>) {
+    while let Some(target) = purges.recv().await {
+        let p = proxy.clone();
+        let what = target.clone();
+        let removed = tokio::task::spawn_blocking(move || p.purge_local(&what))
+            .await
+            .unwrap_or(0);
+        tracing::info!(?target, removed, "purge from another instance");
     }
 }
 
@@ -626,7 +677,7 @@ async fn serve_request(
         (shared.in_flight.enter(), busy),
     );
     let (resp, label) = if req.method().as_str() == "PURGE" {
-        (purge(shared, req, peer), "purge")
+        (purge(shared, req, peer).await, "purge")
     } else {
         let resp = shared.proxy.handle(req, Some(peer)).await;
         let result = resp
@@ -645,7 +696,7 @@ async fn serve_request(
 /// `PURGE /path` on the public listener: removes the URL's entries (all its Vary variants) when
 /// the client's address is in `--allow-purge-from`, and answers 405 otherwise, as if the method
 /// did not exist, so that a scanner learns nothing.
-fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let ip = peer.ip().to_canonical();
     if !shared.allow_purge_from.iter().any(|net| net.contains(&ip)) {
         let mut resp = Response::new(body::full("method not allowed\n"));
@@ -661,9 +712,16 @@ fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<
         Ok(key) => key,
         Err(refusal) => return refusal.into_response(),
     };
-    let purged = shared.proxy.purge_url(key.as_str());
-    tracing::info!(%ip, key = key.as_str(), purged, "PURGE");
-    let text = serde_json::json!({ "purged": purged, "key": key.as_str() }).to_string() + "\n";
+    let report = shared
+        .proxy
+        .purge(&PurgeTarget::Url(key.as_str().to_string()))
+        .await;
+    tracing::info!(%ip, key = key.as_str(), purged = report.local, "PURGE");
+    let mut body = serde_json::json!({ "purged": report.local, "key": key.as_str() });
+    if let Some(tier) = crate::admin::shared_report(&report) {
+        body["shared"] = tier;
+    }
+    let text = body.to_string() + "\n";
     let mut resp = Response::new(body::full(text));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

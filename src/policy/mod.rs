@@ -11,6 +11,7 @@ pub mod conditional;
 pub mod freshness;
 pub mod headers;
 pub mod key;
+pub mod purge;
 pub mod range;
 pub mod storable;
 pub mod targeted;

@@ -122,18 +122,24 @@ pub fn variant_key(primary: &Key, index_id: u64, values: &[(HeaderName, Option<S
     key.push_str(primary.as_str());
     key.push('\0');
     key.push_str(&index_id.to_string());
+    push_selection(&mut key, values);
+    Key::new(key)
+}
+
+/// Appends each name and its value (`\0name=value`, or `\0name!` for an absent header): the
+/// part of a variant's key that says which selection it is, also the shared tier's field name.
+pub fn push_selection(out: &mut String, values: &[(HeaderName, Option<String>)]) {
     for (name, value) in values {
-        key.push('\0');
-        key.push_str(name.as_str());
+        out.push('\0');
+        out.push_str(name.as_str());
         match value {
             Some(v) => {
-                key.push('=');
-                key.push_str(v);
+                out.push('=');
+                out.push_str(v);
             }
-            None => key.push('!'),
+            None => out.push('!'),
         }
     }
-    Key::new(key)
 }
 
 /// True when `key` is `primary` or one of its variants.

@@ -30,6 +30,7 @@ use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::storable::storable;
 use crate::policy::targeted;
 use crate::policy::{CacheControl, NotStorable};
+use crate::shared::FillLock;
 use crate::store::{CachedResponse, Key};
 use crate::upstream::{add_via, Upstream, UpstreamError, UpstreamPermit};
 
@@ -82,6 +83,9 @@ pub(super) struct FillRequest {
     version: http::Version,
     client: Option<SocketAddr>,
     headers: HeaderMap,
+    /// The URL's fill lock in the shared tier, when this fill holds it: released when the
+    /// fill (and so this request) is dropped, after the fill's write to the tier was queued.
+    lock: Option<FillLock>,
 }
 
 impl FillRequest {
@@ -92,6 +96,20 @@ impl FillRequest {
             version: parts.version,
             client,
             headers: fill_request_headers(&parts.headers),
+            lock: None,
+        }
+    }
+
+    /// The fill holds `lock`, the URL's fill lock in the shared tier.
+    pub(super) fn with_lock(mut self, lock: Option<FillLock>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// Records what the fill stored, for the instances waiting on its lock.
+    fn filled(&self, held: bool) {
+        if let Some(lock) = &self.lock {
+            lock.stored(held);
         }
     }
 
@@ -230,6 +248,7 @@ pub(super) async fn exchange(
             }
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
             let (entry, stored) = inner.store_response(&key, &fill.headers, refreshed, &ticket);
+            fill.filled(stored);
             // Followers get the shared copy only.
             share(leader, &entry, stored);
             let _ = report.send(Head::Refreshed {
@@ -346,6 +365,7 @@ pub(super) async fn exchange(
                     let (entry, held) =
                         inner.store_response(&key, &fill.headers, response, &ticket);
                     stored = held;
+                    fill.filled(held);
                     share(leader.take(), &entry, held);
                 }
             }
@@ -442,6 +462,7 @@ pub(super) async fn exchange(
     let Ok(()) = verdict else { return };
     let response = entry_of(buffer.freeze(), head.headers.clone());
     let (entry, held) = inner.store_response(&key, &fill.headers, response, &ticket);
+    fill.filled(held);
     share(leader, &entry, held);
 }
 

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::body::{self, Body, BoxError};
-use crate::coalesce::{Coalescer, Flight, Leader};
+use crate::coalesce::{Coalescer, Flight, Leader, Outcome};
 use crate::metrics;
 use crate::policy::authority::{effective_authority, Authority};
 use crate::policy::cache_control::request_no_cache;
@@ -33,10 +33,12 @@ use crate::policy::conditional::{self, Precondition};
 use crate::policy::freshness::{current_age, decide, freshness_lifetime, Stored};
 use crate::policy::headers::{drop_framing_copied_beside_chunked, strip_hop_by_hop};
 use crate::policy::key::{cache_key, same_origin_key};
+use crate::policy::purge::PurgeTarget;
 use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
 use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, StoreRules};
 use crate::revalidate::Revalidator;
+use crate::shared::{self, codec, FillLock, Lock, Shared};
 use crate::store::{CachedResponse, Entry, Key, Store, VariantMembers};
 use crate::upstream::{add_via, HeldBody, Upstream};
 
@@ -108,6 +110,20 @@ struct Inner {
     fills: FillRegistry,
     /// URLs whose last response could not be stored; their requests are not coalesced.
     hit_for_miss: HitForMiss,
+    /// The cache other instances share, looked up after the local store; `None` without
+    /// `--shared`.
+    shared: Option<Arc<Shared>>,
+}
+
+/// What a purge removed, here and in the shared tier.
+#[derive(Debug)]
+pub struct PurgeReport {
+    /// Entries removed from this instance's store (a URL with Vary variants counts its index
+    /// and each variant).
+    pub local: u64,
+    /// URLs removed from the shared tier (every instance then removes them locally), the error
+    /// that kept the purge from reaching the tier, or `None` without a shared tier.
+    pub shared: Option<Result<u64, shared::tier::TierError>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -171,6 +187,14 @@ impl Found {
     }
 }
 
+/// What a fetch stands for besides its own client: the local followers it leads, and the fill
+/// lock it holds for the other instances of the fleet.
+#[derive(Default)]
+struct Role {
+    leader: Option<Leader>,
+    lock: Option<FillLock>,
+}
+
 enum Lookup {
     Found(Found),
     Miss(Fwd),
@@ -185,6 +209,18 @@ impl Proxy {
         config: ProxyConfig,
         revalidator: Revalidator,
     ) -> Self {
+        Self::with_shared(store, upstream, config, revalidator, None)
+    }
+
+    /// A proxy like [`Proxy::new`] that looks up misses in `shared` (when given) before the
+    /// upstream, and writes what it fetches there.
+    pub fn with_shared(
+        store: Arc<dyn Store>,
+        upstream: Upstream,
+        config: ProxyConfig,
+        revalidator: Revalidator,
+        shared: Option<Arc<Shared>>,
+    ) -> Self {
         Proxy {
             inner: Arc::new(Inner {
                 store,
@@ -195,8 +231,39 @@ impl Proxy {
                 next_index_id: AtomicU64::new(1),
                 fills: FillRegistry::default(),
                 hit_for_miss: HitForMiss::new(hit_for_miss::REMEMBER_FOR),
+                shared,
             }),
         }
+    }
+
+    /// The shared tier, when there is one.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.inner.shared.as_ref()
+    }
+
+    /// Removes what `target` names from this instance's store only (and voids its fills in
+    /// flight); used for purges other instances announce. Returns the entries removed.
+    pub fn purge_local(&self, target: &PurgeTarget) -> u64 {
+        match target.single_key() {
+            Some(url) => self.purge_url(url),
+            None => self.purge_where(&|k: &Key| target.picks(k.as_str())),
+        }
+    }
+
+    /// Removes what `target` names everywhere: from this instance's store, from the shared tier,
+    /// and (through the tier's events) from every other instance's store. The local part runs on
+    /// a blocking thread (a prefix purge walks the store), so the runtime goes on serving.
+    pub async fn purge(&self, target: &PurgeTarget) -> PurgeReport {
+        let proxy = self.clone();
+        let what = target.clone();
+        let local = tokio::task::spawn_blocking(move || proxy.purge_local(&what))
+            .await
+            .unwrap_or_else(|_| self.purge_local(target));
+        let shared = match &self.inner.shared {
+            Some(shared) => Some(shared.purge(target).await),
+            None => None,
+        };
+        PurgeReport { local, shared }
     }
 
     /// The store behind this proxy.
@@ -462,7 +529,14 @@ impl Inner {
             // The last response for this URL could not be stored: waiting for another request's
             // response would only serialise the two.
             return self
-                .fetch(parts, target, None, None, CacheStatus::forward(fwd), client)
+                .fetch(
+                    parts,
+                    target,
+                    Role::default(),
+                    None,
+                    CacheStatus::forward(fwd),
+                    client,
+                )
                 .await;
         }
         self.coalesced_fetch(parts, target, &key, None, CacheStatus::forward(fwd), client)
@@ -483,8 +557,21 @@ impl Inner {
     ) -> Response<Body> {
         match self.coalescer.join(flight) {
             Flight::Leader(leader) => {
-                self.fetch(parts, target, Some(leader), stale, status, client)
-                    .await
+                let mut lock = None;
+                if let (None, Some(shared)) = (&stale, self.shared.clone()) {
+                    match self.via_shared(&shared, &parts, &target, &mut status).await {
+                        Ok((resp, entry)) => {
+                            leader.finish(entry.map_or(Outcome::NotShared, Outcome::Shared));
+                            return resp;
+                        }
+                        Err(held) => lock = held,
+                    }
+                }
+                let role = Role {
+                    leader: Some(leader),
+                    lock,
+                };
+                self.fetch(parts, target, role, stale, status, client).await
             }
             Flight::Follower(follower) => {
                 let shared = follower.wait(self.config.coalesce_timeout).await;
@@ -497,9 +584,138 @@ impl Inner {
                         return serve_stored(&parts, &stored, age, status, CacheResult::Coalesced);
                     }
                 }
-                self.fetch(parts, target, None, stale, status, client).await
+                self.fetch(parts, target, Role::default(), stale, status, client)
+                    .await
             }
         }
+    }
+
+    /// Looks a local miss up in the shared tier. A hit is promoted into the local store and
+    /// served; on a miss this instance takes the URL's fill lock (the caller fetches with it)
+    /// or, when another instance holds it, waits for that fill and serves it from the tier.
+    /// `Err` carries the lock to fetch with, if one was taken.
+    async fn via_shared(
+        &self,
+        shared: &Arc<Shared>,
+        parts: &Parts,
+        target: &Target,
+        status: &mut CacheStatus,
+    ) -> Result<(Response<Body>, Option<Arc<Entry>>), Option<FillLock>> {
+        if let Some(hit) = self.shared_hit(shared, parts, target, status).await {
+            return Ok(hit);
+        }
+        let deadline = Instant::now() + self.config.coalesce_timeout.min(shared.config().lock_ttl);
+        loop {
+            match shared.lock(&target.key).await {
+                Lock::Acquired(lock) => return Err(Some(lock)),
+                Lock::Unavailable => return Err(None),
+                Lock::Busy => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(None);
+            }
+            match shared.wait_for_fill(&target.key, deadline - now).await {
+                shared::Wake::NotStored => return Err(None),
+                shared::Wake::Stored | shared::Wake::Poll => {
+                    // Served from another instance's fill it waited for.
+                    status.collapsed = true;
+                    if let Some(hit) = self.shared_hit(shared, parts, target, status).await {
+                        return Ok(hit);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The response the shared tier holds for this request, served and promoted into the local
+    /// store, if it is there, decodes as ours for this key, matches the request's Vary
+    /// selection and may be served without the upstream. A record that fails to decode is
+    /// deleted from the tier. The second value is what local followers may be given.
+    async fn shared_hit(
+        &self,
+        shared: &Shared,
+        parts: &Parts,
+        target: &Target,
+        status: &mut CacheStatus,
+    ) -> Option<(Response<Body>, Option<Arc<Entry>>)> {
+        let key = &target.key;
+        // Registered before the lookup: a purge that arrives while it is on its way voids it,
+        // and what it found is then neither stored nor served.
+        let ticket = self.fills.begin(key);
+        let (record, field) = match shared.lookup(key).await {
+            shared::Found::Nothing => {
+                metrics::record_shared_lookup("miss");
+                return None;
+            }
+            shared::Found::Response(record) => (record, None),
+            shared::Found::Names(names) => {
+                let Ok(names) = codec::decode_names(&names) else {
+                    metrics::record_shared_lookup("refused");
+                    shared.forget(key, None);
+                    return None;
+                };
+                let values = vary::request_values(&parts.headers, &names);
+                let field = codec::variant_field(&values);
+                let Some(record) = shared.lookup_variant(key, &field).await else {
+                    metrics::record_shared_lookup("miss");
+                    return None;
+                };
+                (record, Some(field))
+            }
+        };
+        let now = SystemTime::now();
+        let decoded = match codec::decode(key.as_str(), &record, now) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                metrics::record_shared_lookup("refused");
+                tracing::debug!(key = key.as_str(), error = %e, "shared record refused");
+                shared.forget(key, field);
+                return None;
+            }
+        };
+        if !vary::matches(&decoded.vary_values, &parts.headers) {
+            metrics::record_shared_lookup("miss");
+            return None;
+        }
+        let (cc, lifetime) =
+            self.freshness(decoded.status, &decoded.headers, decoded.response_time);
+        let response = CachedResponse {
+            status: decoded.status,
+            headers: decoded.headers,
+            body: decoded.body,
+            request_time: decoded.request_time,
+            response_time: decoded.response_time,
+            vary_values: decoded.vary_values,
+            cc,
+            lifetime,
+        };
+        let req_cc = CacheControl::from_headers(&parts.headers);
+        let no_cache = request_no_cache(&parts.headers, &req_cc);
+        let age = current_age(response.received(), now);
+        let stored = Stored {
+            cc: &response.cc,
+            lifetime: response.lifetime,
+            age,
+        };
+        let ttl = match decide(stored, &req_cc, no_cache) {
+            Decision::Fresh { ttl } if ttl > 0 => ttl,
+            _ => {
+                metrics::record_shared_lookup("stale");
+                return None;
+            }
+        };
+        let (entry, held) = self.keep(key, &parts.headers, response, &ticket);
+        if ticket.voided() {
+            return None;
+        }
+        metrics::record_shared_lookup("hit");
+        let mut line = CacheStatus::hit(ttl);
+        line.detail = Some("shared".into());
+        line.collapsed = status.collapsed;
+        *status = line.clone();
+        let resp = serve_stored(parts, &entry, age, line, CacheResult::SharedHit);
+        Some((resp, held.then(|| Arc::clone(&entry.0))))
     }
 
     /// Queues a background refresh of a stale entry (RFC 5861 stale-while-revalidate). One key is
@@ -540,11 +756,12 @@ impl Inner {
         self: Arc<Self>,
         parts: Parts,
         target: Target,
-        leader: Option<Leader>,
+        role: Role,
         stale: Option<Stale>,
         mut status: CacheStatus,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
+        let Role { leader, lock } = role;
         let key = target.key;
         // The slot is taken here, in the client's task, before the fill is spawned: a client
         // that leaves while waiting for it costs the upstream nothing. The spawned fill then
@@ -556,7 +773,7 @@ impl Inner {
                 return error_response(e.status(), &e.to_string(), status, None);
             }
         };
-        let fill = FillRequest::new(&parts, target.authority, client);
+        let fill = FillRequest::new(&parts, target.authority, client).with_lock(lock);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(exchange(
             Arc::clone(&self),
@@ -783,9 +1000,18 @@ impl Inner {
     }
 
     /// Removes what is stored for a URL (RFC 9111 4.4): its response, or its variant index and
-    /// variants; fills of it in flight are voided, as by a purge.
+    /// variants; fills of it in flight are voided, as by a purge. With a shared tier the URL is
+    /// also purged there and on every other instance, in the background: the unsafe request
+    /// changed the resource for the whole fleet, not for this instance only.
     fn invalidate(&self, key: &Key) {
         purge::purge_url(&*self.store, &self.fills, key);
+        if let Some(shared) = &self.shared {
+            let shared = Arc::clone(shared);
+            let target = PurgeTarget::Url(key.as_str().to_string());
+            tokio::spawn(async move {
+                let _ = shared.purge(&target).await;
+            });
+        }
     }
 
     /// Stores a complete response under `primary` (see [`Inner::insert_response`]) unless the
@@ -794,7 +1020,25 @@ impl Inner {
     ///
     /// The ticket is checked after the insert too: a purge that voided it between the two
     /// checks may have run its removal before the insert, so what was inserted is removed here.
+    ///
+    /// What the store holds is also queued for the shared tier, for the other instances.
     fn store_response(
+        &self,
+        primary: &Key,
+        request: &HeaderMap,
+        response: CachedResponse,
+        ticket: &FillTicket<'_>,
+    ) -> (StoredResponse, bool) {
+        let (entry, held) = self.keep(primary, request, response, ticket);
+        if let (true, Some(shared)) = (held, &self.shared) {
+            shared.store(primary, &entry.0);
+        }
+        (entry, held)
+    }
+
+    /// [`Inner::store_response`] for the local store only: a response read from the shared
+    /// tier is kept here without being written back.
+    fn keep(
         &self,
         primary: &Key,
         request: &HeaderMap,
