@@ -220,14 +220,43 @@ async fn concurrent_cold_requests_over_three_instances_reach_the_origin_once() {
     }
     let redis = Arc::new(RedisServer::start().await);
     let latency = Duration::from_millis(500);
-    let fleet = Arc::new(fleet(3, Some(tier(&redis.url())), latency, Backend::Sharded).await);
+    // The same burst on one instance with no tier, for comparison: only local coalescing.
+    let alone = Arc::new(fleet(1, None, latency, Backend::Sharded).await);
+    let (alone_p50, alone_p99) = cold_burst(&alone, 200).await;
+    assert_eq!(
+        alone.origin_requests(),
+        2,
+        "the warm-up and one for the burst"
+    );
 
-    let started = Instant::now();
+    let fleet = Arc::new(fleet(3, Some(tier(&redis.url())), latency, Backend::Sharded).await);
+    let (p50, p99) = cold_burst(&fleet, 200).await;
+    assert_eq!(
+        fleet.origin_requests(),
+        2,
+        "the warm-up, then 200 concurrent cold requests over 3 instances made one origin request"
+    );
+    eprintln!(
+        "200 cold requests, origin latency {latency:?}: one instance p50 {alone_p50:?} p99 {alone_p99:?}; \
+         3 instances sharing Redis p50 {p50:?} p99 {p99:?}"
+    );
+    // Bounded, not timed: a waiter that missed the fill's event would wait out the lock (10 s).
+    assert!(p99 < latency * 4, "waiters p99 {p99:?}");
+}
+
+/// Sends `count` concurrent requests for one cold URL, spread over the fleet's instances; checks
+/// every one got the same 200 and returns the p50 and p99 of their latencies.
+async fn cold_burst(fleet: &Arc<Fleet>, count: usize) -> (Duration, Duration) {
+    // Connections opened first, so the burst measures waiting, not TCP handshakes.
+    for i in 0..fleet.proxies.len() {
+        fleet.get(i, "/warm-up").await;
+    }
     let mut tasks = Vec::new();
-    for i in 0..200 {
-        let fleet = Arc::clone(&fleet);
+    for i in 0..count {
+        let fleet = Arc::clone(fleet);
         tasks.push(tokio::spawn(async move {
-            let r = fleet.get(i % 3, "/cold").await;
+            let started = Instant::now();
+            let r = fleet.get(i % fleet.proxies.len(), "/cold").await;
             (r, started.elapsed())
         }));
     }
@@ -240,19 +269,8 @@ async fn concurrent_cold_requests_over_three_instances_reach_the_origin_once() {
         waits.push(took);
     }
     assert_eq!(bodies.len(), 1, "every request got the same response");
-    assert_eq!(
-        fleet.origin_requests(),
-        1,
-        "200 concurrent cold requests over 3 instances made one origin request"
-    );
     waits.sort();
-    let p50 = waits[waits.len() / 2];
-    let p99 = waits[waits.len() * 99 / 100];
-    eprintln!(
-        "coalescing over 3 instances: origin latency {latency:?}, waiters p50 {p50:?}, p99 {p99:?}"
-    );
-    // Bounded, not timed: a waiter that missed the fill's event would wait out the lock (10 s).
-    assert!(p99 < latency * 4, "waiters p99 {p99:?}");
+    (waits[waits.len() / 2], waits[waits.len() * 99 / 100])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -635,4 +653,131 @@ async fn an_unsafe_request_through_one_instance_invalidates_the_url_on_every_ins
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(!fleet.holds(0, "/doc"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_is_refreshed_from_another_instances_fresher_copy() {
+    if !require_redis("a_stale_entry_is_refreshed_from_another_instances_fresher_copy") {
+        return;
+    }
+    let redis = Arc::new(RedisServer::start().await);
+    let fleet = fleet(2, Some(tier(&redis.url())), Duration::ZERO, Backend::Rwlock).await;
+    let path = "/s?cc=max-age%3D1";
+    fleet.get(0, path).await;
+    until_written(exists_in(&redis, url_key(path)), path).await;
+    assert!(fleet.get(1, path).await.is_hit());
+    assert_eq!(fleet.origin_requests(), 1);
+    // Both copies go stale; instance 0 refetches and writes the fresh one to the tier.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refreshed = fleet.get(0, path).await;
+    assert!(!refreshed.is_hit(), "{}", refreshed.cache_status());
+    assert_eq!(fleet.origin_requests(), 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // The tier's copy is the new one once its age is below a second.
+        let r = fleet.get(1, path).await;
+        if is_shared_hit(&r) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance 1 never took the fresher copy: {}",
+            r.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fleet.origin_requests(),
+        2,
+        "instance 1 revalidated nothing itself"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stay_local_and_records_expire_with_their_freshness() {
+    if !require_redis("large_bodies_stay_local_and_records_expire_with_their_freshness") {
+        return;
+    }
+    let redis = Arc::new(RedisServer::start().await);
+    let mut config = tier(&redis.url());
+    config.max_object_size = 16 << 10;
+    let fleet = fleet(2, Some(config), Duration::ZERO, Backend::Moka).await;
+    fleet.get(0, "/big?size=32KiB").await;
+    fleet
+        .get(
+            0,
+            "/small?size=1KiB&cc=max-age%3D100%2C+stale-while-revalidate%3D50",
+        )
+        .await;
+    until_written(
+        exists_in(
+            &redis,
+            url_key("/small?size=1KiB&cc=max-age%3D100%2C+stale-while-revalidate%3D50"),
+        ),
+        "/small",
+    )
+    .await;
+    let ttl: i64 = redis
+        .cmd(&[
+            "TTL",
+            &url_key("/small?size=1KiB&cc=max-age%3D100%2C+stale-while-revalidate%3D50"),
+        ])
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (140..=150).contains(&ttl),
+        "TTL {ttl}: freshness 100 s plus 50 s stale window"
+    );
+    assert_eq!(
+        redis
+            .cmd(&["EXISTS", &url_key("/big?size=32KiB")])
+            .await
+            .trim(),
+        "0"
+    );
+    let big = fleet.get(1, "/big?size=32KiB").await;
+    assert!(!big.is_hit(), "{}", big.cache_status());
+    assert_eq!(big.body.len(), 32 << 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refusing_writes_costs_requests_nothing() {
+    if !require_redis("a_full_redis_refusing_writes_costs_requests_nothing") {
+        return;
+    }
+    // 2 MiB (an empty server takes about 0.9) and no eviction: once full, every write is
+    // refused with OOM.
+    let redis = Arc::new(
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]).await,
+    );
+    let fleet = fleet(2, Some(tier(&redis.url())), Duration::ZERO, Backend::Moka).await;
+    for n in 0..400 {
+        let r = fleet.get(n % 2, &format!("/full/{n}?size=8KiB")).await;
+        assert_eq!(r.status, 200, "request {n}");
+        assert_eq!(r.body.len(), 8 << 10);
+    }
+    let used: u64 = redis.dbsize().await;
+    assert!(used < 400, "Redis refused some writes ({used} keys)");
+    // What it holds is still shared: refused writes do not open the circuit breaker, so the
+    // other instance's lookups go on.
+    let keys = redis.cmd(&["KEYS", "cachet:r:*"]).await;
+    let prefix = format!("cachet:r:http://{SITE}/full/");
+    let fetched_by_0 = keys
+        .lines()
+        .filter_map(|k| {
+            k.strip_prefix(&prefix)?
+                .split('?')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .find(|n| n % 2 == 0)
+        .expect("some records of instance 0 were written");
+    let r = fleet
+        .get(1, &format!("/full/{fetched_by_0}?size=8KiB"))
+        .await;
+    assert!(is_shared_hit(&r), "{}", r.cache_status());
+    assert!(!fleet.proxies[1].proxy.shared().unwrap().is_open());
 }

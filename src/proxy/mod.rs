@@ -558,14 +558,30 @@ impl Inner {
         match self.coalescer.join(flight) {
             Flight::Leader(leader) => {
                 let mut lock = None;
-                if let (None, Some(shared)) = (&stale, self.shared.clone()) {
-                    match self.via_shared(&shared, &parts, &target, &mut status).await {
-                        Ok((resp, entry)) => {
+                match (&stale, self.shared.clone()) {
+                    (None, Some(shared)) => {
+                        match self.via_shared(&shared, &parts, &target, &mut status).await {
+                            Ok((resp, entry)) => {
+                                leader.finish(entry.map_or(Outcome::NotShared, Outcome::Shared));
+                                return resp;
+                            }
+                            Err(held) => lock = held,
+                        }
+                    }
+                    (Some(_), Some(shared)) => {
+                        // Another instance may have refreshed the URL already: a fresh copy in
+                        // the tier saves the revalidation (one that the request's own directives
+                        // rule out is not taken, as `shared_hit` decides freshness for it).
+                        let mut fresher = status.clone();
+                        if let Some((resp, entry)) = self
+                            .shared_hit(&shared, &parts, &target, &mut fresher)
+                            .await
+                        {
                             leader.finish(entry.map_or(Outcome::NotShared, Outcome::Shared));
                             return resp;
                         }
-                        Err(held) => lock = held,
                     }
+                    (_, None) => {}
                 }
                 let role = Role {
                     leader: Some(leader),
@@ -601,6 +617,11 @@ impl Inner {
         target: &Target,
         status: &mut CacheStatus,
     ) -> Result<(Response<Body>, Option<Arc<Entry>>), Option<FillLock>> {
+        if request_no_cache(&parts.headers, &CacheControl::from_headers(&parts.headers)) {
+            // Nothing stored may answer it, here or in the tier: straight to the upstream,
+            // without making the other instances wait on this fetch.
+            return Err(None);
+        }
         if let Some(hit) = self.shared_hit(shared, parts, target, status).await {
             return Ok(hit);
         }

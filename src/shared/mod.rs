@@ -260,7 +260,20 @@ impl Shared {
             Err(_) => Err(TierError::Timeout),
         };
         match &result {
-            Ok(_) => self.breaker.success(),
+            Ok(_) | Err(TierError::Refused(_)) => self.breaker.success(),
+            Err(_) => {}
+        }
+        match &result {
+            Ok(_) => {}
+            // An error reply (a full Redis refusing a write, say) comes from a tier that answers:
+            // counted and logged, but it does not open the breaker, which is for a tier that
+            // does not answer (lookups would still hit).
+            Err(e @ TierError::Refused(_)) => {
+                metrics::record_shared_error(e.kind());
+                if self.log_allowed() {
+                    tracing::warn!(error = %e, call = what, "shared tier refused a call");
+                }
+            }
             Err(e) => {
                 metrics::record_shared_error(e.kind());
                 let opened = self.breaker.failure();

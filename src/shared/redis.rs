@@ -107,7 +107,12 @@ impl ConnectionLike for Conn {
 /// ttl in ms, mode (`r` response, `v` variant), then for `r` the record, for `v` the names,
 /// the field and the record. A response replaces the URL's records; a variant replaces them
 /// when the URL's names differ from its own.
-const PUT: &str = r#"
+///
+/// The `#!lua` line (Redis 7 and later, Valkey) makes Redis treat the script as a write and
+/// refuse it whole when it is over `maxmemory` with `noeviction`: a script without it is refused
+/// only if its first write needs memory, and this one starts with a `DEL`, after which Redis lets
+/// the `HSET` through past the operator's limit.
+const PUT: &str = r#"#!lua
 local ttl = tonumber(ARGV[1])
 if ARGV[2] == 'r' then
   redis.call('DEL', KEYS[1])
@@ -120,8 +125,9 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return 1
 "#;
 
-/// Deletes the lock KEYS[1] only if ARGV[1] holds it.
-const UNLOCK: &str = r#"
+/// Deletes the lock KEYS[1] only if ARGV[1] holds it; allowed over `maxmemory` (it frees memory,
+/// and a lock left behind makes other instances wait out its ttl).
+const UNLOCK: &str = r#"#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
