@@ -50,6 +50,7 @@ fn stored_response() -> Entry {
         vary_values: Vec::new(),
         cc,
         lifetime: 86_400,
+        initial_age: 0,
     })
 }
 

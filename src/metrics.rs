@@ -51,9 +51,39 @@ fn result_index(result: CacheResult) -> usize {
 /// Counts one request by its result, and its time to response headers by result: a hit's
 /// latency and a miss's are different distributions, and a dashboard needs them apart.
 pub fn record_request(result: CacheResult, elapsed: Duration) {
-    metrics::counter!("cachet_requests_total", "result" => result.as_str()).increment(1);
-    metrics::histogram!("cachet_request_duration_seconds", "result" => result.as_str())
-        .record(elapsed.as_secs_f64());
+    if let Some(hot) = HOT.get() {
+        let i = result_index(result);
+        hot.requests[i].increment(1);
+        hot.durations[i].record(elapsed.as_secs_f64());
+    }
+}
+
+/// The handles of the series every request updates, registered once when the recorder is
+/// installed: the `counter!` macros build and hash a key on every call, which on the hit path
+/// costs as much as the store lookup. Before [`install_prometheus`] there is nothing to record
+/// into, and these calls do nothing.
+struct HotSeries {
+    requests: [metrics::Counter; ALL_RESULTS.len()],
+    durations: [metrics::Histogram; ALL_RESULTS.len()],
+    responses: [metrics::Counter; STATUS_CLASSES.len()],
+    body_bytes: metrics::Counter,
+}
+
+static HOT: OnceLock<HotSeries> = OnceLock::new();
+
+impl HotSeries {
+    fn register() -> Self {
+        HotSeries {
+            requests: ALL_RESULTS
+                .map(|r| metrics::counter!("cachet_requests_total", "result" => r.as_str())),
+            durations: ALL_RESULTS.map(
+                |r| metrics::histogram!("cachet_request_duration_seconds", "result" => r.as_str()),
+            ),
+            responses: STATUS_CLASSES
+                .map(|class| metrics::counter!("cachet_responses_total", "class" => class)),
+            body_bytes: metrics::counter!("cachet_response_body_bytes_total"),
+        }
+    }
 }
 
 /// The status classes responses are counted by.
@@ -63,15 +93,16 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// response is over (its body ended or was dropped), so bytes are what the client really got;
 /// a request abandoned before its response existed counts as `4xx` (logged 499).
 pub fn record_response(status: u16, body_bytes: u64) {
+    let Some(hot) = HOT.get() else { return };
     let class = match status {
-        100..=199 => STATUS_CLASSES[0],
-        200..=299 => STATUS_CLASSES[1],
-        300..=399 => STATUS_CLASSES[2],
-        400..=499 => STATUS_CLASSES[3],
-        _ => STATUS_CLASSES[4],
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     };
-    metrics::counter!("cachet_responses_total", "class" => class).increment(1);
-    metrics::counter!("cachet_response_body_bytes_total").increment(body_bytes);
+    hot.responses[class].increment(1);
+    hot.body_bytes.increment(body_bytes);
 }
 
 /// The kinds upstream failures are counted by (`UpstreamError::kind` without its prefix).
@@ -161,6 +192,7 @@ pub fn install_prometheus() -> Result<PrometheusHandle, MetricsError> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).map_err(|_| MetricsError::RecorderTaken)?;
             describe();
+            let _ = HOT.set(HotSeries::register());
             Ok(handle)
         })
         .clone()

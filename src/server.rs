@@ -385,15 +385,30 @@ async fn drive_connection<C>(
         + GracefulConn,
 {
     tokio::pin!(conn);
+    // One timer and one cancellation future for the connection's life, not one per request,
+    // and the timer is rarely moved. It is kept at or before the real deadline: armed at most
+    // `floor` (the shortest timeout) ahead, and moved when a phase change brings the deadline
+    // before it. A phase that starts after the timer was armed has a deadline at least `floor`
+    // after its start, so on a busy keep-alive connection the timer is not touched per
+    // request; it fires every `floor` at most, and is re-armed for the deadline then current.
+    let floor = [timeouts.header_read, timeouts.keepalive, timeouts.send]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    let sleep = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(sleep);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut armed: Option<Instant> = None;
     let mut closing = false;
     loop {
-        let deadline = watch.deadline(timeouts, closing);
-        let sleep = async {
-            match deadline {
-                Some((at, _)) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        if let Some((at, _)) = watch.deadline(timeouts, closing) {
+            if armed.is_none_or(|a| at < a) {
+                sleep.as_mut().reset(at);
+                armed = Some(at);
             }
-        };
+        }
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -401,28 +416,38 @@ async fn drive_connection<C>(
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !closing => {
+            _ = &mut cancelled, if !closing => {
                 conn.as_mut().graceful(); closing = true;
             }
+            // `notify_one` keeps a permit when no one waits, so a future made here after the
+            // change still sees it.
             _ = watch.changed.notified() => {}
             // The phase may have moved since the timer was armed (a request began, bytes
             // moved): act only on a deadline that is still the current one and has passed.
-            _ = sleep => match watch.deadline(timeouts, closing) {
-                Some((at, _)) if at > Instant::now() => {}
-                Some((_, Expiry::HeadRead)) => {
-                    tracing::debug!(%peer, "request head not received in time; closing");
-                    return;
+            _ = &mut sleep, if armed.is_some() => {
+                armed = None;
+                let now = Instant::now();
+                match watch.deadline(timeouts, closing) {
+                    Some((at, _)) if at > now => {
+                        let next = at.min(now + floor);
+                        sleep.as_mut().reset(next);
+                        armed = Some(next);
+                    }
+                    Some((_, Expiry::HeadRead)) => {
+                        tracing::debug!(%peer, "request head not received in time; closing");
+                        return;
+                    }
+                    Some((_, Expiry::Idle)) => {
+                        conn.as_mut().graceful();
+                        closing = true;
+                    }
+                    Some((_, Expiry::Stalled)) => {
+                        tracing::debug!(%peer, "no byte moved on a busy connection in time; closing");
+                        return;
+                    }
+                    None => {}
                 }
-                Some((_, Expiry::Idle)) => {
-                    conn.as_mut().graceful();
-                    closing = true;
-                }
-                Some((_, Expiry::Stalled)) => {
-                    tracing::debug!(%peer, "no byte moved on a busy connection in time; closing");
-                    return;
-                }
-                None => {}
-            },
+            }
         }
     }
 }

@@ -153,11 +153,14 @@ fn normalize(text: &str, scheme: &str) -> Result<Authority, AuthorityError> {
         "http" => Some(80),
         _ => None,
     };
-    let host = host.to_ascii_lowercase();
-    Ok(Authority(match port {
-        Some(p) if Some(p) != default_port => format!("{host}:{p}"),
-        _ => host,
-    }))
+    // One allocation, the final one: this runs on every request.
+    let mut out = String::with_capacity(host.len() + 6);
+    out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    if let Some(p) = port.filter(|&p| Some(p) != default_port) {
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(p));
+    }
+    Ok(Authority(out))
 }
 
 #[cfg(test)]

@@ -86,7 +86,11 @@ impl CacheStatus {
     /// rendered. `fwd-status` is rendered only beside `fwd` (2.3). `detail` is a token when it is
     /// one and a structured-field string otherwise (2.8, RFC 8941 3.3.3-4).
     pub fn render(&self) -> String {
-        let mut s = String::from(Self::CACHE_NAME);
+        // Sized for the common lines, built without `format!`: a hit renders this on every
+        // request.
+        let mut s = String::with_capacity(64);
+        s.push_str(Self::CACHE_NAME);
+        let mut digits = itoa::Buffer::new();
         if self.hit && self.fwd.is_none() {
             s.push_str("; hit");
         }
@@ -94,11 +98,13 @@ impl CacheStatus {
             s.push_str("; fwd=");
             s.push_str(fwd.as_str());
             if let Some(status) = self.fwd_status {
-                s.push_str(&format!("; fwd-status={status}"));
+                s.push_str("; fwd-status=");
+                s.push_str(digits.format(status));
             }
         }
         if let Some(ttl) = self.ttl {
-            s.push_str(&format!("; ttl={ttl}"));
+            s.push_str("; ttl=");
+            s.push_str(digits.format(ttl));
         }
         if self.stored {
             s.push_str("; stored");
@@ -119,7 +125,8 @@ impl CacheStatus {
 
     /// The rendered value as a header value.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.render())
+        // The rendered bytes become the value without a second copy.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(self.render()))
             .unwrap_or_else(|_| HeaderValue::from_static(Self::CACHE_NAME))
     }
 }

@@ -159,15 +159,27 @@ pub struct Received<'a> {
 
 /// The current age of a stored response at `now` (RFC 9111 4.2.3), in seconds.
 pub fn current_age(response: Received<'_>, now: SystemTime) -> u64 {
+    age_at(initial_age(response), response.response_time, now)
+}
+
+/// The part of a response's age fixed when it was received (RFC 9111 4.2.3
+/// `corrected_initial_age`): from its `Date` and `Age` and the request's round trip. A store
+/// computes it once, when it keeps the response, so that a hit parses no date.
+pub fn initial_age(response: Received<'_>) -> u64 {
     let secs = |d: Result<Duration, _>| d.map_or(0, |d: Duration| d.as_secs());
     let date = header_date(response.headers, DATE).unwrap_or(response.response_time);
     let apparent_age = secs(response.response_time.duration_since(date));
     let age_value = age_header(response.headers).unwrap_or(0);
     let response_delay = secs(response.response_time.duration_since(response.request_time));
     let corrected_age_value = age_value.saturating_add(response_delay);
-    let corrected_initial_age = apparent_age.max(corrected_age_value);
-    let resident_time = secs(now.duration_since(response.response_time));
-    corrected_initial_age
+    apparent_age.max(corrected_age_value)
+}
+
+/// The age at `now` of a response received at `response_time` with `initial_age`
+/// ([`initial_age`]): that plus the time it has been resident.
+pub fn age_at(initial_age: u64, response_time: SystemTime, now: SystemTime) -> u64 {
+    let resident_time = now.duration_since(response_time).map_or(0, |d| d.as_secs());
+    initial_age
         .saturating_add(resident_time)
         .min(DELTA_SECONDS_MAX)
 }

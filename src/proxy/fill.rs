@@ -241,6 +241,7 @@ pub(super) async fn exchange(
                 inner.freshness(requester.status, &requester.headers, response_time);
             requester.cc = cc;
             requester.lifetime = lifetime;
+            requester.derive_age();
             let mut refreshed = requester.clone();
             if !inner.config.rules.allow_set_cookie {
                 // A cookie set on a 304 is one client's; it must not become part of the entry.
@@ -309,6 +310,7 @@ pub(super) async fn exchange(
             vary_values: Vec::new(),
             cc: cc.clone(),
             lifetime,
+            initial_age: 0,
         }
     };
 

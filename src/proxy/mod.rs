@@ -459,7 +459,7 @@ impl Inner {
             Lookup::Found(found) => {
                 let now = SystemTime::now();
                 let stored = found.response();
-                let age = current_age(stored.received(), now);
+                let age = stored.age_at(now);
                 let decision = decide(
                     Stored {
                         cc: &stored.cc,
@@ -701,7 +701,7 @@ impl Inner {
         }
         let (cc, lifetime) =
             self.freshness(decoded.status, &decoded.headers, decoded.response_time);
-        let response = CachedResponse {
+        let mut response = CachedResponse {
             status: decoded.status,
             headers: decoded.headers,
             body: decoded.body,
@@ -710,10 +710,12 @@ impl Inner {
             vary_values: decoded.vary_values,
             cc,
             lifetime,
+            initial_age: 0,
         };
+        response.derive_age();
         let req_cc = CacheControl::from_headers(&parts.headers);
         let no_cache = request_no_cache(&parts.headers, &req_cc);
-        let age = current_age(response.received(), now);
+        let age = response.age_at(now);
         let stored = Stored {
             cc: &response.cc,
             lifetime: response.lifetime,
@@ -1094,6 +1096,9 @@ impl Inner {
         mut response: CachedResponse,
     ) -> (StoredResponse, Vec<Key>) {
         response.headers = detached(&response.headers);
+        // Every response enters the store here: its age base is fixed once, so that a hit
+        // computes its age without parsing `Date` (see `CachedResponse::age_at`).
+        response.derive_age();
         match vary::vary_spec(&response.headers) {
             VarySpec::Names(names) => {
                 response.vary_values = vary::request_values(request, &names);

@@ -257,6 +257,7 @@ mod tests {
             )],
             cc: CacheControl::default(),
             lifetime: 60,
+            initial_age: 0,
         }
     }
 

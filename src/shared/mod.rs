@@ -670,6 +670,7 @@ mod tests {
             vary_values: Vec::new(),
             cc,
             lifetime,
+            initial_age: 0,
         }
     }
 

@@ -47,9 +47,24 @@ pub struct CachedResponse {
     pub cc: CacheControl,
     /// Freshness lifetime in seconds, computed once when it was stored (RFC 9111 4.2.1).
     pub lifetime: u64,
+    /// Its age when received (RFC 9111 4.2.3 `corrected_initial_age`), computed once from the
+    /// headers and the two times with [`crate::policy::freshness::initial_age`]: whoever changes
+    /// those recomputes it ([`CachedResponse::derive_age`]).
+    pub initial_age: u64,
 }
 
 impl CachedResponse {
+    /// Recomputes [`CachedResponse::initial_age`] from the headers and times, after building or
+    /// changing them.
+    pub fn derive_age(&mut self) {
+        self.initial_age = crate::policy::freshness::initial_age(self.received());
+    }
+
+    /// Its age at `now`, in seconds (RFC 9111 4.2.3), without parsing a header.
+    pub fn age_at(&self, now: SystemTime) -> u64 {
+        crate::policy::freshness::age_at(self.initial_age, self.response_time, now)
+    }
+
     /// What its age is computed from ([`crate::policy::freshness::current_age`]).
     pub fn received(&self) -> crate::policy::freshness::Received<'_> {
         crate::policy::freshness::Received {
@@ -185,6 +200,7 @@ impl Entry {
             vary_values: Vec::new(),
             cc: CacheControl::default(),
             lifetime: u64::from(u32::MAX),
+            initial_age: 0,
         })
     }
 }
