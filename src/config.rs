@@ -194,8 +194,8 @@ pub struct ServeArgs {
     pub shared_prefix: String,
 
     /// The longest a shared-tier lookup may take; past it the request goes on to the upstream
-    /// as if the tier had missed. Writes, locks and purges are off the client's path and get 20
-    /// times as long (at least 100ms).
+    /// as if the tier had missed. The fill lock, also on the client's path, gets twice this;
+    /// writes and events, off it, 20 times (at least 100ms).
     #[arg(long, env = "CACHET_SHARED_TIMEOUT", default_value = "5ms", value_parser = parse_duration_arg, help_heading = "Shared tier")]
     pub shared_timeout: Duration,
 

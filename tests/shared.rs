@@ -118,6 +118,12 @@ async fn until_written(exists: impl Fn() -> BoxedBool, what: &str) {
     }
 }
 
+/// Whether the URL's hash holds a response or Vary names (a purged URL keeps only a tombstone).
+async fn holds_record(redis: &RedisServer, key: &str) -> bool {
+    let fields = redis.cmd(&["HMGET", key, "r", "i"]).await;
+    fields.lines().any(|l| !l.trim().is_empty())
+}
+
 type BoxedBool = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
 
 fn exists_in(redis: &Arc<RedisServer>, key: String) -> impl Fn() -> BoxedBool {
@@ -125,7 +131,7 @@ fn exists_in(redis: &Arc<RedisServer>, key: String) -> impl Fn() -> BoxedBool {
     move || {
         let redis = Arc::clone(&redis);
         let key = key.clone();
-        Box::pin(async move { redis.cmd(&["EXISTS", &key]).await.trim() == "1" })
+        Box::pin(async move { holds_record(&redis, &key).await })
     }
 }
 
@@ -320,9 +326,8 @@ async fn a_purge_on_one_instance_makes_the_next_request_on_every_instance_a_miss
             purged_at.elapsed()
         );
         for path in &gone {
-            assert_eq!(
-                redis.cmd(&["EXISTS", &url_key(path)]).await.trim(),
-                "0",
+            assert!(
+                !holds_record(&redis, &url_key(path)).await,
                 "{path} left in Redis"
             );
         }
@@ -538,28 +543,42 @@ async fn a_stalled_redis_costs_requests_no_more_than_the_timeout_and_then_nothin
         return;
     }
     let redis = RedisServer::start().await;
+    let timeout = Duration::from_millis(20);
     let mut config = tier(&redis.url());
-    config.timeout = Duration::from_millis(20);
+    config.timeout = timeout;
     let fleet = fleet(2, Some(config), Duration::ZERO, Backend::Moka).await;
     fleet.get(0, "/warm").await; // connected
     redis.pause();
     let mut slow = 0;
+    let mut worst = Duration::ZERO;
     for n in 0..200 {
         let started = Instant::now();
         let r = fleet.get(n % 2, &format!("/stalled/{n}")).await;
         assert_eq!(r.status, 200);
-        if started.elapsed() > Duration::from_millis(15) {
+        let took = started.elapsed();
+        worst = worst.max(took);
+        if took > timeout * 3 / 4 {
             slow += 1;
         }
     }
-    redis.resume();
-    // Three lookups time out in a row, then the breaker opens and requests skip the tier: a
-    // handful pay the timeout, not all 200.
     assert!(
-        slow <= 20,
+        fleet.proxies[0].proxy.shared().unwrap().is_open(),
+        "the breaker opened"
+    );
+    redis.resume();
+    // A miss asks the tier twice (lookup, then the fill lock), bounded by one and two lookup
+    // timeouts; three failures in a row open the breaker and later requests skip the tier. So a
+    // handful pay at most two timeouts, not all 200 and not the writes' longer timeout. (The
+    // bound on the worst is generous for a debug build on a loaded machine.)
+    eprintln!("stalled Redis, {timeout:?} timeout: {slow} of 200 requests slow, worst {worst:?}");
+    assert!(
+        slow <= 10,
         "{slow} of 200 requests waited on the stalled Redis"
     );
-    assert!(fleet.proxies[0].proxy.shared().is_some());
+    assert!(
+        worst < timeout * 2 + Duration::from_millis(150),
+        "worst request {worst:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -645,7 +664,7 @@ async fn an_unsafe_request_through_one_instance_invalidates_the_url_on_every_ins
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fleet.holds(1, "/doc") || redis.cmd(&["EXISTS", &url_key("/doc")]).await.trim() != "0" {
+    while fleet.holds(1, "/doc") || holds_record(&redis, &url_key("/doc")).await {
         assert!(
             Instant::now() < deadline,
             "the invalidation never reached instance 1 and Redis"
@@ -662,19 +681,20 @@ async fn a_stale_entry_is_refreshed_from_another_instances_fresher_copy() {
     }
     let redis = Arc::new(RedisServer::start().await);
     let fleet = fleet(2, Some(tier(&redis.url())), Duration::ZERO, Backend::Rwlock).await;
-    let path = "/s?cc=max-age%3D1";
+    // Three seconds of freshness: time enough, on a loaded machine, to find the fresh copy.
+    let path = "/s?cc=max-age%3D3";
     fleet.get(0, path).await;
     until_written(exists_in(&redis, url_key(path)), path).await;
     assert!(fleet.get(1, path).await.is_hit());
     assert_eq!(fleet.origin_requests(), 1);
     // Both copies go stale; instance 0 refetches and writes the fresh one to the tier.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let refreshed = fleet.get(0, path).await;
     assert!(!refreshed.is_hit(), "{}", refreshed.cache_status());
     assert_eq!(fleet.origin_requests(), 2);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        // The tier's copy is the new one once its age is below a second.
+        // The tier's copy is the new one, fresh for three seconds.
         let r = fleet.get(1, path).await;
         if is_shared_hit(&r) {
             break;
@@ -780,4 +800,76 @@ async fn a_full_redis_refusing_writes_costs_requests_nothing() {
         .await;
     assert!(is_shared_hit(&r), "{}", r.cache_status());
     assert!(!fleet.proxies[1].proxy.shared().unwrap().is_open());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_on_its_way_during_a_purge_does_not_bring_the_url_back() {
+    if !require_redis("a_fill_on_its_way_during_a_purge_does_not_bring_the_url_back") {
+        return;
+    }
+    let redis = Arc::new(RedisServer::start().await);
+    let fleet = Arc::new(fleet(2, Some(tier(&redis.url())), Duration::ZERO, Backend::Moka).await);
+    // Instance 1 fetches a slow URL; while its fill is on its way, instance 0 purges the URL.
+    let path = "/racing?latency=400ms";
+    let filling = {
+        let fleet = Arc::clone(&fleet);
+        tokio::spawn(async move { fleet.get(1, path).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let answer = fleet
+        .purge(0, "url=http%3A%2F%2Fsite.test%2Fracing%3Flatency%3D400ms")
+        .await;
+    assert!(answer["shared"].is_object(), "{answer}");
+    let served = filling.await.unwrap();
+    assert_eq!(served.status, 200, "the requester still gets its response");
+    // Give the fill's write every chance to land: the tier and both stores stay without it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !holds_record(&redis, &url_key(path)).await,
+        "a fill sent before the purge was written after it"
+    );
+    assert!(
+        !fleet.holds(1, path),
+        "instance 1 kept a fill the purge voided"
+    );
+    let before = fleet.origin_requests();
+    let next = fleet.get(0, path).await;
+    assert!(!next.is_hit(), "{}", next.cache_status());
+    assert_eq!(fleet.origin_requests(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_cannot_be_shared_releases_the_other_instances_at_its_head() {
+    if !require_redis("a_fill_that_cannot_be_shared_releases_the_other_instances_at_its_head") {
+        return;
+    }
+    let redis = Arc::new(RedisServer::start().await);
+    let fleet = Arc::new(fleet(2, Some(tier(&redis.url())), Duration::ZERO, Backend::Moka).await);
+    // no-store, and a body that takes 2 s to arrive after its head.
+    let path = "/unshared?cc=no-store&drip=700ms&size=64KiB";
+    let first = {
+        let fleet = Arc::clone(&fleet);
+        tokio::spawn(async move { fleet.get(0, path).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let second = fleet.get_with(1, path, &[]);
+    // Only the head is awaited: the second instance must not wait for the first one's body.
+    let url = format!("http://{}{path}", fleet.proxies[1].addr);
+    drop(second);
+    let resp = fleet
+        .client
+        .get(url)
+        .header("host", SITE)
+        .send()
+        .await
+        .unwrap();
+    let head_after = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    eprintln!("second instance's head after {head_after:?}");
+    assert!(
+        head_after < Duration::from_millis(1500),
+        "the second instance waited {head_after:?} for a fill it could not share"
+    );
+    assert_eq!(first.await.unwrap().status, 200);
 }

@@ -106,11 +106,18 @@ impl FillRequest {
         self
     }
 
-    /// Records what the fill stored, for the instances waiting on its lock.
-    fn filled(&self, held: bool) {
+    /// Records what the fill stored, for the instances waiting on its lock: they are told
+    /// "stored" only when the entry is held here and will be written to the tier.
+    fn filled(&self, held: bool, entry: &StoredResponse) {
         if let Some(lock) = &self.lock {
-            lock.stored(held);
+            lock.stored(held && lock.would_store(&entry.0));
         }
+    }
+
+    /// Releases the fill lock now (as not stored): the response cannot be shared, and the
+    /// other instances should not wait for its body.
+    fn release_lock(&mut self) {
+        self.lock = None;
     }
 
     /// The upstream request, with `validators` added when revalidating.
@@ -172,7 +179,7 @@ const READ_WHOLE_WITHIN: Duration = Duration::from_millis(20);
 pub(super) async fn exchange(
     inner: Arc<Inner>,
     permit: UpstreamPermit,
-    fill: FillRequest,
+    mut fill: FillRequest,
     key: Key,
     mut leader: Option<Leader>,
     stale: Option<Stale>,
@@ -249,7 +256,7 @@ pub(super) async fn exchange(
             }
             strip_unshareable_fields(&mut refreshed.headers, &refreshed.cc);
             let (entry, stored) = inner.store_response(&key, &fill.headers, refreshed, &ticket);
-            fill.filled(stored);
+            fill.filled(stored, &entry);
             // Followers get the shared copy only.
             share(leader, &entry, stored);
             let _ = report.send(Head::Refreshed {
@@ -294,6 +301,8 @@ pub(super) async fn exchange(
         if let Some(l) = leader.take() {
             l.finish(Outcome::NotShared);
         }
+        // The other instances waiting on this fill's lock go too.
+        fill.release_lock();
         if reason.is_response_caused() {
             inner.hit_for_miss.remember(&key);
         }
@@ -367,7 +376,7 @@ pub(super) async fn exchange(
                     let (entry, held) =
                         inner.store_response(&key, &fill.headers, response, &ticket);
                     stored = held;
-                    fill.filled(held);
+                    fill.filled(held, &entry);
                     share(leader.take(), &entry, held);
                 }
             }
@@ -432,6 +441,7 @@ pub(super) async fn exchange(
                         if let Some(l) = leader.take() {
                             l.finish(Outcome::NotShared);
                         }
+                        fill.release_lock();
                         inner.hit_for_miss.remember(&key);
                     } else {
                         buf.extend_from_slice(data);
@@ -464,7 +474,7 @@ pub(super) async fn exchange(
     let Ok(()) = verdict else { return };
     let response = entry_of(buffer.freeze(), head.headers.clone());
     let (entry, held) = inner.store_response(&key, &fill.headers, response, &ticket);
-    fill.filled(held);
+    fill.filled(held, &entry);
     share(leader, &entry, held);
 }
 

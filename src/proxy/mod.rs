@@ -256,13 +256,20 @@ impl Proxy {
     pub async fn purge(&self, target: &PurgeTarget) -> PurgeReport {
         let proxy = self.clone();
         let what = target.clone();
+        // The tier first: a lookup that reads it before the removal and promotes what it found
+        // is voided by the local purge that follows; in the other order it would bring the
+        // purged response back here.
+        let shared = match &self.inner.shared {
+            Some(shared) => Some(shared.remove(target).await),
+            None => None,
+        };
         let local = tokio::task::spawn_blocking(move || proxy.purge_local(&what))
             .await
             .unwrap_or_else(|_| self.purge_local(target));
-        let shared = match &self.inner.shared {
-            Some(shared) => Some(shared.purge(target).await),
-            None => None,
-        };
+        if let Some(tier) = &self.inner.shared {
+            // Announced whatever became of the tier's part: the others' stores do not need it.
+            let _ = tier.announce(target).await;
+        }
         PurgeReport { local, shared }
     }
 
@@ -636,16 +643,21 @@ impl Inner {
             if now >= deadline {
                 return Err(None);
             }
-            match shared.wait_for_fill(&target.key, deadline - now).await {
-                shared::Wake::NotStored => return Err(None),
-                shared::Wake::Stored | shared::Wake::Poll => {
-                    // Served from another instance's fill it waited for.
-                    status.collapsed = true;
-                    if let Some(hit) = self.shared_hit(shared, parts, target, status).await {
-                        return Ok(hit);
-                    }
-                }
+            let wake = shared.wait_for_fill(&target.key, deadline - now).await;
+            if wake == shared::Wake::NotStored {
+                return Err(None);
             }
+            // Served from another instance's fill it waited for.
+            status.collapsed = true;
+            if let Some(hit) = self.shared_hit(shared, parts, target, status).await {
+                return Ok(hit);
+            }
+            if wake == shared::Wake::Stored {
+                // Written, yet not there or not for this request (another variant, a write
+                // Redis refused): fetch now rather than queue behind the next lock holder.
+                return Err(None);
+            }
+            // No event within the poll interval: the holder may have died; ask for the lock again.
         }
     }
 
@@ -1026,13 +1038,19 @@ impl Inner {
     /// variants; fills of it in flight are voided, as by a purge. With a shared tier the URL is
     /// also purged there and on every other instance, in the background: the unsafe request
     /// changed the resource for the whole fleet, not for this instance only.
-    fn invalidate(&self, key: &Key) {
+    fn invalidate(self: &Arc<Self>, key: &Key) {
         purge::purge_url(&*self.store, &self.fills, key);
         if let Some(shared) = &self.shared {
+            let inner = Arc::clone(self);
             let shared = Arc::clone(shared);
+            let key = key.clone();
             let target = PurgeTarget::Url(key.as_str().to_string());
             tokio::spawn(async move {
-                let _ = shared.purge(&target).await;
+                let _ = shared.remove(&target).await;
+                // Again, after the tier: a lookup that read the tier before its removal may have
+                // promoted the old response meanwhile.
+                purge::purge_url(&*inner.store, &inner.fills, &key);
+                let _ = shared.announce(&target).await;
             });
         }
     }

@@ -117,6 +117,8 @@ enum Write {
     Put {
         url: Key,
         entry: Arc<Entry>,
+        /// The purge sequence when it was queued.
+        seq: u64,
     },
     Forget {
         url: Key,
@@ -156,7 +158,28 @@ struct Waiters {
     notify: Notify,
     /// 0 until the fill's event: 1 stored, 2 not stored.
     ended: std::sync::atomic::AtomicU8,
+    /// Requests waiting; changed under the map's lock only, so the last one out (and only it)
+    /// removes the entry.
+    waiting: std::sync::atomic::AtomicUsize,
 }
+
+/// Whether a call is on a client's path (its failures open the breaker) or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Client,
+    Background,
+}
+
+/// How long subscribing to the events may take, over every seed node of a cluster.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a purge's removal from the tier may take: a prefix purge scans, and an operator
+/// (not a client request) waits on it.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Purges remembered for dropping queued writes.
+const RECENT_PURGES: usize = 256;
+/// Write-queue slots kept for lock releases: a queue filled by writes must not delay the
+/// release other instances wait on.
+const UNLOCK_RESERVE: usize = 256;
 
 impl Wake {
     fn from_state(state: u8) -> Wake {
@@ -188,6 +211,11 @@ pub struct Shared {
     /// This instance's id: the value of the locks it takes and the sender of its events.
     id: String,
     writes: mpsc::Sender<Write>,
+    /// Purges noted (a sequence number and the target), newest last: writes queued before one
+    /// of them for a URL it picks are dropped. A std `Mutex`, held for a push or a scan of at
+    /// most [`RECENT_PURGES`] entries, never across an `.await`.
+    purges: Mutex<std::collections::VecDeque<(u64, PurgeTarget)>>,
+    purge_seq: std::sync::atomic::AtomicU64,
     /// Requests waiting on another instance's fill, by URL. A std `Mutex`: held to add, take or
     /// look up one entry, never across an `.await`.
     waiters: Mutex<HashMap<String, Arc<Waiters>>>,
@@ -221,6 +249,8 @@ impl Shared {
             started: Instant::now(),
             id: format!("{:016x}", rand::random::<u64>()),
             writes,
+            purges: Mutex::new(std::collections::VecDeque::new()),
+            purge_seq: std::sync::atomic::AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
         });
         metrics::record_shared_up(true);
@@ -245,10 +275,13 @@ impl Shared {
     }
 
     /// Runs one call under the breaker and `timeout`; a failure is counted, logged (at most once
-    /// per probe interval) and returned.
+    /// per probe interval) and returned. Only calls on a client's path (`Path::Client`: lookups
+    /// and locks) move the breaker: a Redis too slow for lookups must open it even while its
+    /// slower writes succeed.
     async fn call<T>(
         &self,
         what: &'static str,
+        path: Path,
         timeout: Duration,
         call: impl Future<Output = Result<T, TierError>>,
     ) -> Result<T, TierError> {
@@ -259,9 +292,11 @@ impl Shared {
             Ok(result) => result,
             Err(_) => Err(TierError::Timeout),
         };
-        match &result {
-            Ok(_) | Err(TierError::Refused(_)) => self.breaker.success(),
-            Err(_) => {}
+        if matches!(
+            (&result, path),
+            (Ok(_) | Err(TierError::Refused(_)), Path::Client)
+        ) {
+            self.breaker.success();
         }
         match &result {
             Ok(_) => {}
@@ -276,7 +311,7 @@ impl Shared {
             }
             Err(e) => {
                 metrics::record_shared_error(e.kind());
-                let opened = self.breaker.failure();
+                let opened = path == Path::Client && self.breaker.failure();
                 if opened {
                     metrics::record_shared_up(false);
                     tracing::warn!(error = %e, "shared tier failing: skipped until it answers again");
@@ -299,6 +334,7 @@ impl Shared {
         let found = self
             .call(
                 "lookup",
+                Path::Client,
                 self.config.timeout,
                 self.tier.lookup(url.as_str()),
             )
@@ -316,6 +352,7 @@ impl Shared {
     pub async fn lookup_variant(&self, url: &Key, field: &str) -> Option<Bytes> {
         self.call(
             "lookup",
+            Path::Client,
             self.config.timeout,
             self.tier.lookup_variant(url.as_str(), field),
         )
@@ -341,6 +378,7 @@ impl Shared {
         self.enqueue(Write::Put {
             url: url.clone(),
             entry: Arc::clone(entry),
+            seq: self.purge_seq.load(Ordering::Acquire),
         });
     }
 
@@ -358,7 +396,7 @@ impl Shared {
             metrics::record_shared_write("skipped");
             return;
         }
-        if self.writes.try_send(write).is_err() {
+        if self.writes.capacity() <= UNLOCK_RESERVE || self.writes.try_send(write).is_err() {
             metrics::record_shared_write("dropped");
         }
     }
@@ -368,7 +406,10 @@ impl Shared {
         let taken = self
             .call(
                 "lock",
-                self.config.write_timeout().min(self.config.lock_ttl),
+                Path::Client,
+                // A client waits on it, as on a lookup; twice the lookup's time, since a lock
+                // that times out costs an extra upstream fetch rather than a miss.
+                self.config.timeout * 2,
                 self.tier
                     .try_lock(url.as_str(), &self.id, self.config.lock_ttl),
             )
@@ -393,7 +434,12 @@ impl Shared {
     /// Waits until another instance's fill of `url` ends, for at most `wait` and the poll
     /// interval, and says what ended the wait.
     pub async fn wait_for_fill(&self, url: &Key, wait: Duration) -> Wake {
-        let waiters = Arc::clone(self.waiters().entry(url.as_str().to_string()).or_default());
+        let waiters = {
+            let mut map = self.waiters();
+            let w = Arc::clone(map.entry(url.as_str().to_string()).or_default());
+            w.waiting.fetch_add(1, Ordering::Relaxed);
+            w
+        };
         let notified = waiters.notify.notified();
         tokio::pin!(notified);
         // Registered before the state is read, so an event between the two is not missed.
@@ -405,28 +451,103 @@ impl Shared {
             },
             state => Wake::from_state(state),
         };
-        // The last waiter out removes the entry; one that arrives later makes a new one.
+        // The last waiter out removes the entry (if a fill's event has not already taken it);
+        // one that arrives later makes a new one.
         let mut map = self.waiters();
-        if map
-            .get(url.as_str())
-            .is_some_and(|w| Arc::ptr_eq(w, &waiters) && Arc::strong_count(w) <= 2)
+        if waiters.waiting.fetch_sub(1, Ordering::Relaxed) == 1
+            && map
+                .get(url.as_str())
+                .is_some_and(|w| Arc::ptr_eq(w, &waiters))
         {
             map.remove(url.as_str());
         }
         wake
     }
 
-    /// Removes what `target` picks from the tier and tells every other instance to remove it
-    /// from its local store. Returns the URLs removed from the tier.
-    pub async fn purge(&self, target: &PurgeTarget) -> Result<u64, TierError> {
-        let timeout = self.config.write_timeout() * 10;
+    /// Removes what `target` picks from the tier. Queued writes of URLs it picks are dropped
+    /// (they were fetched before the purge); a one-URL purge leaves a tombstone in Redis that
+    /// refuses writes of fills sent before it; a prefix or full purge is run a second time once
+    /// writes already in flight have landed. Returns the URLs removed. [`Shared::announce`] then
+    /// tells the other instances.
+    pub async fn remove(self: &Arc<Self>, target: &PurgeTarget) -> Result<u64, TierError> {
+        self.note_purge(target);
         let removed = self
-            .call("purge", timeout, self.tier.remove(target))
-            .await?;
+            .call(
+                "purge",
+                Path::Background,
+                PURGE_TIMEOUT,
+                self.tier.remove(target),
+            )
+            .await;
+        if target.single_key().is_none() {
+            let shared = Arc::clone(self);
+            let target = target.clone();
+            let settle = self.config.write_timeout() + Duration::from_millis(100);
+            tokio::spawn(async move {
+                tokio::time::sleep(settle).await;
+                let _ = shared
+                    .call(
+                        "purge",
+                        Path::Background,
+                        PURGE_TIMEOUT,
+                        shared.tier.remove(&target),
+                    )
+                    .await;
+            });
+        }
+        removed
+    }
+
+    /// Publishes `target` to the other instances, whatever became of the tier's part: their
+    /// local stores do not depend on it.
+    pub async fn announce(&self, target: &PurgeTarget) -> Result<(), TierError> {
         let event = self.event(EventKind::Purge(target.clone()));
-        self.call("publish", timeout, self.tier.publish(event))
-            .await?;
-        Ok(removed)
+        self.call(
+            "publish",
+            Path::Background,
+            self.config.write_timeout(),
+            self.tier.publish(event),
+        )
+        .await
+    }
+
+    /// Records a purge (made here or announced by another instance), so that writes queued
+    /// before it for the URLs it picks are dropped.
+    pub fn note_purge(&self, target: &PurgeTarget) {
+        let mut recent = self.recent_purges();
+        let seq = self.purge_seq.fetch_add(1, Ordering::AcqRel) + 1;
+        if recent.len() == RECENT_PURGES {
+            recent.pop_front();
+        }
+        recent.push_back((seq, target.clone()));
+    }
+
+    fn recent_purges(&self) -> MutexGuard<'_, std::collections::VecDeque<(u64, PurgeTarget)>> {
+        self.purges.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when a purge noted after `seq` picks `url`, or when so many came since that the
+    /// record of some is gone (the write is dropped then too, to be safe).
+    fn purged_since(&self, seq: u64, url: &str) -> bool {
+        if self.purge_seq.load(Ordering::Acquire) == seq {
+            return false;
+        }
+        let recent = self.recent_purges();
+        match recent.front() {
+            Some((oldest, _)) if *oldest > seq + 1 => true,
+            _ => recent
+                .iter()
+                .any(|(s, target)| *s > seq && target.picks(url)),
+        }
+    }
+
+    /// Whether a stored response would be written to the tier (small enough, with time left
+    /// to serve it): what the instances waiting on this one's fill are told when it ends.
+    pub fn would_store(&self, entry: &Entry) -> bool {
+        entry.response().is_some_and(|r| {
+            r.body.len() as u64 <= self.config.max_object_size
+                && ttl_of(r, SystemTime::now()).is_some()
+        })
     }
 
     fn event(&self, what: EventKind) -> Bytes {
@@ -458,7 +579,7 @@ pub fn ttl_of(response: &CachedResponse, now: SystemTime) -> Option<Duration> {
         .stale_while_revalidate
         .unwrap_or(0)
         .max(response.cc.stale_if_error.unwrap_or(0));
-    let left = response.lifetime.saturating_sub(age).saturating_add(stale);
+    let left = response.lifetime.saturating_add(stale).saturating_sub(age);
     (left > 0).then(|| Duration::from_secs(left))
 }
 
@@ -472,9 +593,15 @@ pub struct FillLock {
 }
 
 impl FillLock {
-    /// Records whether the fill stored its response, for the waiters' event.
+    /// Records whether the fill stored its response (and queued it for the tier), for the
+    /// waiters' event.
     pub fn stored(&self, stored: bool) {
         self.stored.store(stored, Ordering::Relaxed);
+    }
+
+    /// [`Shared::would_store`].
+    pub fn would_store(&self, entry: &Entry) -> bool {
+        self.shared.would_store(entry)
     }
 }
 
@@ -522,16 +649,24 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Write>, shutdown: Ca
 async fn apply(shared: &Shared, write: Write) {
     let timeout = shared.config.write_timeout();
     match write {
-        Write::Put { url, entry } => {
+        Write::Put { url, entry, seq } => {
             let Some(response) = entry.response() else {
                 return;
             };
+            if shared.purged_since(seq, url.as_str()) {
+                metrics::record_shared_write("purged");
+                return;
+            }
+            let sent_ms = response
+                .request_time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             let Some(ttl) = ttl_of(response, SystemTime::now()) else {
                 return;
             };
             let record = codec::encode(url.as_str(), response);
             let put = if response.vary_values.is_empty() {
-                Put::Response(record)
+                Put::Response { record, sent_ms }
             } else {
                 let names: Vec<http::HeaderName> = response
                     .vary_values
@@ -542,10 +677,16 @@ async fn apply(shared: &Shared, write: Write) {
                     names: codec::encode_names(&names),
                     field: codec::variant_field(&response.vary_values),
                     record,
+                    sent_ms,
                 }
             };
             let result = shared
-                .call("write", timeout, shared.tier.put(url.as_str(), put, ttl))
+                .call(
+                    "write",
+                    Path::Background,
+                    timeout,
+                    shared.tier.put(url.as_str(), put, ttl),
+                )
                 .await;
             metrics::record_shared_write(if result.is_ok() { "written" } else { "failed" });
         }
@@ -553,6 +694,7 @@ async fn apply(shared: &Shared, write: Write) {
             let _ = shared
                 .call(
                     "forget",
+                    Path::Background,
                     timeout,
                     shared.tier.forget(url.as_str(), field.as_deref()),
                 )
@@ -606,7 +748,7 @@ async fn subscriber(
     loop {
         let subscribed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = tokio::time::timeout(shared.config.write_timeout() * 10, shared.tier.subscribe()) => s,
+            s = tokio::time::timeout(SUBSCRIBE_TIMEOUT, shared.tier.subscribe()) => s,
         };
         match subscribed {
             Ok(Ok(mut events)) => loop {
@@ -627,6 +769,7 @@ async fn subscriber(
                     EventKind::Purge(_) if event.from == shared.id => {}
                     EventKind::Purge(target) => {
                         metrics::record_shared_event("purge");
+                        shared.note_purge(&target);
                         if purges.try_send(target).is_err() {
                             tracing::warn!(
                                 "purge events arrive faster than they are applied: one dropped"
@@ -703,7 +846,8 @@ mod tests {
         );
         assert_eq!(
             ttl_of(&response(10, swr, 20), now),
-            Some(Duration::from_secs(100))
+            Some(Duration::from_secs(90)),
+            "lifetime 10 and a stale window of 100, 20 s old: 90 s left"
         );
     }
 

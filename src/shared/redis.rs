@@ -104,25 +104,55 @@ impl ConnectionLike for Conn {
 }
 
 /// Writes a response or variant and extends the URL's expiry. KEYS[1] the URL's hash; ARGV:
-/// ttl in ms, mode (`r` response, `v` variant), then for `r` the record, for `v` the names,
-/// the field and the record. A response replaces the URL's records; a variant replaces them
-/// when the URL's names differ from its own.
+/// ttl in ms, mode (`r` response, `v` variant), the time the fill's request was sent (ms since
+/// the epoch), then for `r` the record, for `v` the names, the field and the record.
 ///
-/// The `#!lua` line (Redis 7 and later, Valkey) makes Redis treat the script as a write and
-/// refuse it whole when it is over `maxmemory` with `noeviction`: a script without it is refused
-/// only if its first write needs memory, and this one starts with a `DEL`, after which Redis lets
-/// the `HSET` through past the operator's limit.
+/// - A purge of the URL leaves a tombstone (field `t`, the purge time): a write whose request
+///   was sent before it is refused, so a fill that was on its way when the URL was purged (its
+///   write queued, or in flight) cannot bring the purged response back.
+/// - A response replaces the URL's records; a variant replaces them when the URL's names
+///   differ from its own, and is refused when the URL already holds [`MAX_VARIANTS`] others (a
+///   client sending endless distinct values of a varied-on header cannot grow one key without
+///   bound; deleting such a key would block Redis).
+/// - `#!lua` (Redis 7 and later, Valkey) makes Redis treat the script as a write and refuse it
+///   whole when it is over `maxmemory` with `noeviction`: a script without it is refused only if
+///   its first write needs memory, and this one may start with an `UNLINK`, after which Redis
+///   would let the `HSET` through past the operator's limit.
 const PUT: &str = r#"#!lua
 local ttl = tonumber(ARGV[1])
+local purged = redis.call('HGET', KEYS[1], 't')
+if purged and tonumber(purged) >= tonumber(ARGV[3]) then return 0 end
 if ARGV[2] == 'r' then
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'r', ARGV[3])
+  redis.call('UNLINK', KEYS[1])
+  redis.call('HSET', KEYS[1], 'r', ARGV[4])
 else
-  if redis.call('HGET', KEYS[1], 'i') ~= ARGV[3] then redis.call('DEL', KEYS[1]) end
-  redis.call('HSET', KEYS[1], 'i', ARGV[3], ARGV[4], ARGV[5])
+  if redis.call('HGET', KEYS[1], 'i') ~= ARGV[4] then
+    redis.call('UNLINK', KEYS[1])
+  elseif redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 and redis.call('HLEN', KEYS[1]) > tonumber(ARGV[7]) then
+    return 0
+  end
+  redis.call('HSET', KEYS[1], 'i', ARGV[4], ARGV[5], ARGV[6])
 end
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
+"#;
+
+/// Variants kept per URL at most.
+pub const MAX_VARIANTS: usize = 64;
+
+/// How long a URL purge's tombstone refuses older writes: longer than a fill can take from its
+/// request to its write (upstream timeout, queue, write timeout) in any sane configuration.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(120);
+
+/// Purges one URL: its records go, a tombstone with the purge time (ARGV[1], ms since the
+/// epoch) stays for ARGV[2] ms. Returns 1 when the URL held a response or variants. Allowed
+/// over `maxmemory`: a purge must work on a full Redis, and the tombstone is a few bytes.
+const PURGE_URL: &str = r#"#!lua flags=allow-oom
+local held = (redis.call('HEXISTS', KEYS[1], 'r') == 1 or redis.call('HEXISTS', KEYS[1], 'i') == 1) and 1 or 0
+redis.call('UNLINK', KEYS[1])
+redis.call('HSET', KEYS[1], 't', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return held
 "#;
 
 /// Deletes the lock KEYS[1] only if ARGV[1] holds it; allowed over `maxmemory` (it frees memory,
@@ -141,6 +171,22 @@ pub struct RedisTier {
     target: RedisTarget,
     prefix: String,
     channel: String,
+}
+
+/// No Nagle delay (a lookup is one small write that waits for its answer); a connection whose
+/// data goes unacknowledged for 2 s is dropped, and an idle one (the event subscription) is
+/// probed by TCP keepalive after 5 s: a Redis host that vanished without a reset turns into a
+/// connection error within seconds, which the client reconnects on and the subscriber
+/// resubscribes after, instead of calls that time out, or a subscription that waits, forever.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(2))
 }
 
 fn classify(e: RedisError) -> TierError {
@@ -163,8 +209,10 @@ impl RedisTier {
     ) -> Result<Self, TierError> {
         let conn = match &target {
             RedisTarget::Single(url) => {
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| TierError::Refused(e.into()))?;
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| TierError::Refused(e.into()))?
+                    .set_tcp_settings(tcp_settings());
+                let client = redis::Client::open(info).map_err(|e| TierError::Refused(e.into()))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_number_of_retries(1)
@@ -176,6 +224,7 @@ impl RedisTier {
             }
             RedisTarget::Cluster(nodes) => {
                 let client = ClusterClient::builder(nodes.clone())
+                    .tcp_settings(tcp_settings())
                     .connection_timeout(connect_timeout)
                     .retries(1)
                     .build()
@@ -320,12 +369,19 @@ impl SharedTier for RedisTier {
                 .arg(self.url_key(url))
                 .arg(ttl.as_millis().max(1) as u64);
             match &put {
-                Put::Response(record) => cmd.arg("r").arg(&record[..]),
+                Put::Response { record, sent_ms } => cmd.arg("r").arg(sent_ms).arg(&record[..]),
                 Put::Variant {
                     names,
                     field,
                     record,
-                } => cmd.arg("v").arg(&names[..]).arg(field).arg(&record[..]),
+                    sent_ms,
+                } => cmd
+                    .arg("v")
+                    .arg(sent_ms)
+                    .arg(&names[..])
+                    .arg(field)
+                    .arg(&record[..])
+                    .arg(MAX_VARIANTS),
             };
             self.query::<()>(&cmd).await
         })
@@ -338,7 +394,10 @@ impl SharedTier for RedisTier {
                     self.query(redis::cmd("HDEL").arg(self.url_key(url)).arg(field))
                         .await
                 }
-                None => self.query(redis::cmd("DEL").arg(self.url_key(url))).await,
+                None => {
+                    self.query(redis::cmd("UNLINK").arg(self.url_key(url)))
+                        .await
+                }
             }
         })
     }
@@ -346,7 +405,16 @@ impl SharedTier for RedisTier {
     fn remove<'a>(&'a self, target: &'a PurgeTarget) -> TierFuture<'a, u64> {
         Box::pin(async move {
             if let Some(url) = target.single_key() {
-                return self.query(redis::cmd("DEL").arg(self.url_key(url))).await;
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(PURGE_URL)
+                    .arg(1)
+                    .arg(self.url_key(url))
+                    .arg(now_ms)
+                    .arg(TOMBSTONE_TTL.as_millis() as u64);
+                return self.query(&cmd).await;
             }
             let nodes: Vec<Option<(String, u16)>> = match &self.conn {
                 Conn::Single(_) => vec![None],
@@ -359,7 +427,8 @@ impl SharedTier for RedisTier {
             for node in nodes {
                 let keys = self.scan(node, target).await?;
                 for batch in keys.chunks(SCAN_BATCH) {
-                    let n: u64 = self.query(redis::cmd("DEL").arg(batch)).await?;
+                    // UNLINK: the memory is freed off Redis's main thread.
+                    let n: u64 = self.query(redis::cmd("UNLINK").arg(batch)).await?;
                     removed += n;
                 }
             }
@@ -406,12 +475,18 @@ impl SharedTier for RedisTier {
             let mut last = None;
             for node in nodes {
                 let attempt = async {
-                    let client = redis::Client::open(node.as_str()).map_err(classify)?;
+                    let info = redis::IntoConnectionInfo::into_connection_info(node.as_str())
+                        .map_err(classify)?
+                        .set_tcp_settings(tcp_settings());
+                    let client = redis::Client::open(info).map_err(classify)?;
                     let mut pubsub = client.get_async_pubsub().await.map_err(classify)?;
                     pubsub.subscribe(&self.channel).await.map_err(classify)?;
                     Ok::<_, TierError>(pubsub)
                 };
-                match attempt.await {
+                // Each node gets its own bound, so a seed host that swallows packets does not
+                // keep the others from being tried.
+                let attempt = tokio::time::timeout(Duration::from_secs(2), attempt);
+                match attempt.await.unwrap_or(Err(TierError::Timeout)) {
                     Ok(pubsub) => {
                         let stream = pubsub
                             .into_on_message()

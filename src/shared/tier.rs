@@ -62,7 +62,13 @@ pub struct UrlRecord {
 #[derive(Debug, Clone)]
 pub enum Put {
     /// The URL's one response: replaces whatever the URL held (variants included).
-    Response(Bytes),
+    Response {
+        /// The encoded response.
+        record: Bytes,
+        /// When the fill's request was sent, in ms since the epoch: a purge of the URL after
+        /// that refuses the write.
+        sent_ms: u64,
+    },
     /// One variant, kept beside the URL's other variants when they vary on the same `names`;
     /// when the names differ, the URL's old records are dropped first.
     Variant {
@@ -72,6 +78,8 @@ pub enum Put {
         field: String,
         /// The encoded response.
         record: Bytes,
+        /// As for [`Put::Response`].
+        sent_ms: u64,
     },
 }
 
@@ -88,7 +96,8 @@ pub trait SharedTier: Send + Sync + 'static {
     /// Drops one record of a URL that could not be used (`field` of
     /// [`SharedTier::lookup_variant`]), or everything the URL holds (`None`).
     fn forget<'a>(&'a self, url: &'a str, field: Option<&'a str>) -> TierFuture<'a, ()>;
-    /// Removes every URL `target` picks; returns how many URLs were removed.
+    /// Removes every URL `target` picks; returns how many URLs were removed. A one-URL purge
+    /// leaves a tombstone that refuses writes of fills sent before it.
     fn remove<'a>(&'a self, target: &'a PurgeTarget) -> TierFuture<'a, u64>;
     /// Takes the fill lock of a URL for `ttl` unless another instance holds it.
     fn try_lock<'a>(&'a self, url: &'a str, token: &'a str, ttl: Duration) -> TierFuture<'a, bool>;
