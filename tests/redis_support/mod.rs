@@ -6,7 +6,7 @@
 //! directory removed when the handle is dropped, even when the test panics. The harness talks to
 //! the servers with a minimal hand-written RESP client over `tokio::net::TcpStream`, or with
 //! `redis-cli` where cluster redirects must be followed. Tests call [`require_redis`] first, so a
-//! machine without Redis skips them (CI sets `CACHET_REQUIRE_REDIS=1` to make that an error).
+//! machine without Redis skips them (CI sets `REQUIRE_REDIS_TESTS=1` to make that an error).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -33,15 +33,15 @@ pub fn redis_available() -> bool {
     on_path("redis-server") && on_path("redis-cli")
 }
 
-/// True when Redis is available. Otherwise panics if `CACHET_REQUIRE_REDIS=1` (CI), or prints a
+/// True when Redis is available. Otherwise panics if `REQUIRE_REDIS_TESTS=1` (CI), or prints a
 /// skip notice naming `test` and returns false.
 pub fn require_redis(test: &str) -> bool {
     if redis_available() {
         return true;
     }
-    if std::env::var("CACHET_REQUIRE_REDIS").as_deref() == Ok("1") {
+    if std::env::var("REQUIRE_REDIS_TESTS").as_deref() == Ok("1") {
         panic!(
-            "{test}: CACHET_REQUIRE_REDIS=1 but redis-server not found; \
+            "{test}: REQUIRE_REDIS_TESTS=1 but redis-server not found; \
              CI installs it with apt-get install redis-server"
         );
     }
