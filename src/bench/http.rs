@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{Request, Uri};
+use http::header::HOST;
+use http::{HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::origin::{self, OriginConfig};
 use crate::proxy::CACHE_STATUS;
+use crate::shared::SharedConfig;
 use crate::store::{Backend, Eviction, MokaPolicy, ENTRY_OVERHEAD};
 
 use super::trace::Trace;
@@ -42,6 +44,17 @@ pub enum HttpBenchError {
     /// The probe that measures what the proxy charges per response failed.
     #[error("probing the proxy's per-response charge: {0}")]
     Probe(String),
+    /// The shared tier given with `--shared` did not answer.
+    #[error("the shared tier at {target} did not answer PING: {reason}; start Redis there or pass --shared the URL of a running one")]
+    SharedUnreachable {
+        /// The `--shared` URL.
+        target: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// `--instances` below 2: there would be no fleet to compare.
+    #[error("--instances {0}: a fleet needs at least 2 instances")]
+    Instances(usize),
     /// A URL built from `--target` and an object path does not parse.
     #[error("invalid request URL {url:?}: {reason}")]
     Url {
@@ -68,6 +81,8 @@ pub struct DriveOptions {
 pub enum Served {
     /// `hit`: from the store.
     Hit,
+    /// `hit; ...; detail=shared`: from the shared tier (another instance's fetch).
+    SharedHit,
     /// `fwd=...; collapsed`: from another request's upstream fetch.
     Coalesced,
     /// `fwd=...`: this request went upstream.
@@ -97,7 +112,9 @@ pub fn classify(cache_status: Option<&str>) -> Served {
             .iter()
             .any(|q| *q == p || q.starts_with(&format!("{p}=")))
     };
-    if has("hit") {
+    if has("hit") && params.contains(&"detail=shared") {
+        Served::SharedHit
+    } else if has("hit") {
         Served::Hit
     } else if has("fwd") && has("collapsed") {
         Served::Coalesced
@@ -113,8 +130,10 @@ pub fn classify(cache_status: Option<&str>) -> Served {
 pub struct ClientCounts {
     /// Requests sent and finished (answered, failed or timed out).
     pub requests: u64,
-    /// `Cache-Status: hit`.
+    /// `Cache-Status: hit`, from the local store or the shared tier.
     pub hits: u64,
+    /// Of those, from the shared tier (`detail=shared`).
+    pub shared_hits: u64,
     /// Collapsed into another request's fetch.
     pub coalesced: u64,
     /// Went upstream themselves.
@@ -133,6 +152,7 @@ impl ClientCounts {
     fn merge(&mut self, o: &ClientCounts) {
         self.requests += o.requests;
         self.hits += o.hits;
+        self.shared_hits += o.shared_hits;
         self.coalesced += o.coalesced;
         self.misses += o.misses;
         self.unknown += o.unknown;
@@ -204,10 +224,18 @@ pub fn object_uris(base: &str, trace: &Trace) -> Result<Vec<Uri>, HttpBenchError
         .collect()
 }
 
-async fn one_request(client: &HttpClient, uri: Uri) -> Result<(Served, u64, bool), String> {
-    let req = Request::get(uri)
+async fn one_request(
+    client: &HttpClient,
+    uri: Uri,
+    host: Option<&HeaderValue>,
+) -> Result<(Served, u64, bool), String> {
+    let mut req = Request::get(uri)
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
+    // Without one, the client sends the URI's authority (the instance's own address).
+    if let Some(host) = host {
+        req.headers_mut().insert(HOST, host.clone());
+    }
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let ok = resp.status().is_success();
     let served = classify(
@@ -230,17 +258,35 @@ pub async fn drive(
     options: DriveOptions,
     progress: &ProgressBar,
 ) -> Drive {
+    let uris = Arc::new(vec![Arc::unwrap_or_clone(uris)]);
+    drive_spread(trace, uris, None, options, progress).await
+}
+
+/// Drives the trace's requests, in order, `concurrency` at a time, spread round-robin over
+/// several instances as a load balancer without affinity would: request `i` of the trace goes
+/// to instance `i % instances.len()`, whose object URIs are `instances[i % n]`. With `host`,
+/// every request carries that `Host` (so that every instance computes the same cache keys);
+/// without, the URI's authority.
+pub async fn drive_spread(
+    trace: Arc<Trace>,
+    instances: Arc<Vec<Vec<Uri>>>,
+    host: Option<HeaderValue>,
+    options: DriveOptions,
+    progress: &ProgressBar,
+) -> Drive {
+    assert!(!instances.is_empty(), "drive_spread needs an instance");
     let client = client(options.concurrency);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + options.time_limit;
     let mut workers = Vec::with_capacity(options.concurrency);
     for _ in 0..options.concurrency.max(1) {
-        let (client, next, trace, uris) = (
+        let (client, next, trace, instances, host) = (
             client.clone(),
             Arc::clone(&next),
             Arc::clone(&trace),
-            Arc::clone(&uris),
+            Arc::clone(&instances),
+            host.clone(),
         );
         let progress = progress.clone();
         workers.push(tokio::spawn(async move {
@@ -257,10 +303,11 @@ pub async fn drive(
                 let Some(&o) = trace.requests.get(i) else {
                     break;
                 };
+                let uri = instances[i % instances.len()][o as usize].clone();
                 let sent = Instant::now();
                 let answer = tokio::time::timeout(
                     options.request_timeout,
-                    one_request(&client, uris[o as usize].clone()),
+                    one_request(&client, uri, host.as_ref()),
                 )
                 .await;
                 hist.saturating_record(sent.elapsed().as_micros().max(1) as u64);
@@ -271,6 +318,11 @@ pub async fn drive(
                         match served {
                             Served::Hit => {
                                 counts.hits += 1;
+                                counts.hit_bytes += len;
+                            }
+                            Served::SharedHit => {
+                                counts.hits += 1;
+                                counts.shared_hits += 1;
                                 counts.hit_bytes += len;
                             }
                             Served::Coalesced => counts.coalesced += 1,
@@ -354,6 +406,18 @@ pub async fn start_proxy(
     moka_policy: MokaPolicy,
     capacity: u64,
 ) -> Result<crate::server::Running, HttpBenchError> {
+    start_instance(origin, backend, eviction, moka_policy, capacity, None).await
+}
+
+/// [`start_proxy`], using the shared tier `shared` when given (an instance of a fleet).
+pub async fn start_instance(
+    origin: SocketAddr,
+    backend: Backend,
+    eviction: Eviction,
+    moka_policy: MokaPolicy,
+    capacity: u64,
+    shared: Option<SharedConfig>,
+) -> Result<crate::server::Running, HttpBenchError> {
     let upstream: Uri = format!("http://{origin}")
         .parse()
         .expect("a socket address makes a valid URI");
@@ -364,6 +428,7 @@ pub async fn start_proxy(
     config.capacity = capacity;
     config.proxy.max_object_size = capacity;
     config.shutdown_timeout = Duration::from_secs(5);
+    config.shared = shared;
     crate::server::start(config)
         .await
         .map_err(|error| HttpBenchError::Bind {
@@ -393,7 +458,9 @@ pub async fn probe_header_bytes(latency: Duration, size: u64) -> Result<u64, Htt
         .expect("a valid probe URI");
     let client = client(1);
     let result = async {
-        let first = one_request(&client, uri.clone()).await.map_err(fail)?;
+        let first = one_request(&client, uri.clone(), None)
+            .await
+            .map_err(fail)?;
         if first.0 != Served::Miss || !first.2 || first.1 != size {
             return Err(fail(format!("first probe answer was {first:?}")));
         }
@@ -405,7 +472,7 @@ pub async fn probe_header_bytes(latency: Duration, size: u64) -> Result<u64, Htt
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let second = one_request(&client, uri).await.map_err(fail)?;
+        let second = one_request(&client, uri, None).await.map_err(fail)?;
         if second.0 != Served::Hit {
             return Err(fail(format!(
                 "second probe answer was {second:?}, not a hit"
@@ -433,6 +500,19 @@ mod tests {
     #[test]
     fn cache_status_classification() {
         assert_eq!(classify(Some("cachet; hit; ttl=3599")), Served::Hit);
+        assert_eq!(
+            classify(Some("cachet; hit; ttl=3599; detail=shared")),
+            Served::SharedHit
+        );
+        assert_eq!(
+            classify(Some("cachet; hit; ttl=3599; collapsed; detail=shared")),
+            Served::SharedHit
+        );
+        // Another detail on a hit is a local hit.
+        assert_eq!(
+            classify(Some("cachet; hit; ttl=3599; detail=sharedx")),
+            Served::Hit
+        );
         assert_eq!(
             classify(Some("cachet; fwd=uri-miss; fwd-status=200; stored")),
             Served::Miss

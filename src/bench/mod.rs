@@ -7,10 +7,13 @@
 //! - `bench http` (the default) starts the slow origin and a proxy per backend on loopback and
 //!   drives the same trace over real HTTP ([`http`]): hit ratio as a client sees it, upstream
 //!   requests, coalescing, throughput and latency, with the replay's figure beside each row.
+//!   With `--instances N --shared URL` each backend runs three ways ([`fleet`]): N instances
+//!   sharing the tier, one instance with N times the memory, and N isolated instances.
 //!
 //! The trace comes from a generator ([`workload`]) or a file ([`trace`]); flags are parsed by
 //! [`spec`]; [`runner`] runs the matrix; [`report`] and [`plot`] print it.
 
+pub mod fleet;
 pub mod http;
 pub mod plot;
 pub mod reference;
@@ -28,6 +31,7 @@ use ::http::Uri;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::shared::RedisTarget;
 use crate::store::MokaPolicy;
 use crate::units::parse_duration;
 
@@ -142,6 +146,27 @@ pub struct HttpArgs {
     /// /obj/<n>?size=<bytes> to an origin that honours size=, such as `cachet origin`.
     #[arg(long, value_parser = crate::config::parse_upstream)]
     pub target: Option<Uri>,
+    /// Run each backend as N instances sharing the --shared tier, beside one instance with N
+    /// times the capacity and N isolated instances (2 to 64; needs --shared).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "shared",
+        conflicts_with = "target",
+        value_parser = clap::value_parser!(u64).range(2..=64)
+    )]
+    pub instances: Option<u64>,
+    /// The tier the --instances fleet shares: redis://HOST:PORT[/DB] or
+    /// redis+cluster://HOST:PORT,HOST:PORT,... (needs --instances).
+    #[arg(long, value_name = "URL", requires = "instances", value_parser = parse_shared_arg)]
+    pub shared: Option<RedisTarget>,
+    /// The fleet's lookup timeout on the tier, as `serve --shared-timeout` [default: serve's].
+    #[arg(long, requires = "shared", value_parser = parse_duration_arg)]
+    pub shared_timeout: Option<Duration>,
+}
+
+fn parse_shared_arg(s: &str) -> Result<RedisTarget, String> {
+    RedisTarget::parse(s)
 }
 
 /// Default `--requests` of `bench sim` on a generated workload.
@@ -229,6 +254,19 @@ async fn run_sim(common: CommonArgs) -> anyhow::Result<()> {
 
 async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
     let common = &args.common;
+    // clap has checked that --instances and --shared come together.
+    let fleet = match (args.instances, &args.shared) {
+        (Some(n), Some(target)) => Some(fleet::FleetOptions {
+            instances: n as usize,
+            target: target.clone(),
+            timeout: args.shared_timeout,
+        }),
+        _ => None,
+    };
+    // Before the trace is built: a tier that is not there fails the run at once.
+    if let Some(f) = &fleet {
+        fleet::ping(&f.target).await?;
+    }
     let input = {
         let common = common.clone();
         tokio::task::spawn_blocking(move || input(&common, Some(HTTP_REQUESTS)))
@@ -244,11 +282,14 @@ async fn run_http(args: HttpArgs) -> anyhow::Result<()> {
         },
         origin_latency: args.origin_latency,
         target: args.target.clone(),
+        fleet,
     };
     let runs = if options.target.is_some() {
         1
     } else {
-        options.sim.capacities.len() * options.sim.runs().len()
+        // With --instances, three set-ups per backend and capacity.
+        let setups = if options.fleet.is_some() { 3 } else { 1 };
+        options.sim.capacities.len() * options.sim.runs().len() * setups
     };
     let progress = runner::progress_bar(input.trace.requests.len() as u64 * runs as u64, "http");
     let report = runner::run_http(&input, &options, &progress.bar).await;

@@ -22,6 +22,14 @@ pub struct PlotError {
 
 /// One colour per series, fixed so that a backend keeps its colour across plots.
 fn colour(name: &str) -> RGBColor {
+    // The set-ups of `--instances`, named `<backend> <set-up>`.
+    if name.contains(" fleet") {
+        return RGBColor(214, 39, 40);
+    } else if name.contains(" one big") {
+        return RGBColor(148, 103, 189);
+    } else if name.contains(" isolated") {
+        return RGBColor(140, 86, 75);
+    }
     match name {
         "rwlock" => RGBColor(31, 119, 180),
         "sharded" => RGBColor(255, 127, 14),
@@ -47,7 +55,11 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
     // Series name → points (capacity % of working set, hit ratio %), ordered by capacity.
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in &report.results {
-        let name = r.name();
+        // With --instances, one series per set-up, placed at the memory of all its instances.
+        let name = match r.layout_label() {
+            Some(layout) => format!("{} {layout}", r.name()),
+            None => r.name(),
+        };
         // On http rows, the hit ratio that counts coalesced responses is the one comparable with
         // the references (a request that made no upstream request of its own).
         let y = r
@@ -57,7 +69,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         series
             .entry(name)
             .or_default()
-            .push((r.capacity_bytes as f64 / ws * 100.0, y * 100.0));
+            .push((r.total_capacity_bytes() as f64 / ws * 100.0, y * 100.0));
     }
     for points in series.values_mut() {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -91,7 +103,11 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), PlotError> {
         .map_err(|e| fail(e.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc("cache size, % of working set")
+        .x_desc(if report.results.iter().any(|r| r.layout.is_some()) {
+            "cache size of all instances together, % of working set"
+        } else {
+            "cache size, % of working set"
+        })
         .y_desc(if report.mode == "http" {
             "hit ratio % (incl. coalesced)"
         } else {

@@ -3,7 +3,9 @@
 //! The JSON shape is part of the interface (scripts depend on it):
 //! `{"workload": ..., "results": [{"backend", "capacity_bytes", "hit_ratio", "byte_hit_ratio",
 //! ...}]}`; rows of `bench http` add `throughput_rps`, `p50_ms`, `p99_ms`, `p999_ms` and
-//! `upstream_requests`. Fields that do not apply to a row are left out, not set to null.
+//! `upstream_requests`; rows of `bench http --instances N` add `layout` (`fleet`, `one-big`,
+//! `isolated`), `instances` and `shared_hits`. Fields that do not apply to a row are left out,
+//! not set to null.
 
 use std::fmt::Write as _;
 
@@ -22,9 +24,20 @@ pub struct Row {
     /// or `lru` for moka); absent on reference rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
-    /// The capacity as the user gave it (`10%`, `64MiB`).
+    /// With `--instances`: which set-up the row measured: `fleet` (instances sharing the tier),
+    /// `one-big` (one instance with their memory together) or `isolated` (instances on their
+    /// own); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// With `--instances`: how many instances the set-up ran (1 for `one-big`, and on the
+    /// reference rows beside them, which are one cache of the same total capacity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u64>,
+    /// The capacity as the user gave it (`10%`, `64MiB`; `3x10%` for one instance with the
+    /// capacity of three).
     pub capacity: String,
-    /// The capacity in bytes, as every backend charges entries.
+    /// The capacity in bytes, as every backend charges entries; of each instance when the row
+    /// ran several.
     pub capacity_bytes: u64,
     /// Requests counted.
     pub requests: u64,
@@ -34,7 +47,7 @@ pub struct Row {
     pub hit_ratio: f64,
     /// Body bytes served from the cache over body bytes requested.
     pub byte_hit_ratio: f64,
-    /// Bytes held at the end of the run.
+    /// Bytes held at the end of the run (by all of the set-up's instances together).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
     /// The http measurements, on `bench http` rows of a backend.
@@ -51,6 +64,22 @@ impl Row {
             _ => self.backend.clone(),
         }
     }
+
+    /// The capacity of all of the row's instances together.
+    pub fn total_capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+            .saturating_mul(self.instances.unwrap_or(1))
+    }
+
+    /// What the table calls the row's set-up: `fleet x3`, `one big`, `isolated x3`.
+    pub fn layout_label(&self) -> Option<String> {
+        let layout = self.layout.as_deref()?;
+        let n = self.instances.unwrap_or(1);
+        Some(match layout {
+            "one-big" => "one big".to_string(),
+            other => format!("{other} x{n}"),
+        })
+    }
 }
 
 /// The columns only a run over real HTTP has.
@@ -62,6 +91,10 @@ pub struct HttpFields {
     /// This is the figure comparable with `bench sim`, where a second request for an object
     /// being fetched is simply a hit.
     pub hit_ratio_with_coalesced: f64,
+    /// With `--instances`: of the hits, those the shared tier answered
+    /// (`Cache-Status: cachet; hit; ...; detail=shared`); 0 on set-ups without a tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_hits: Option<u64>,
     /// Responses that went upstream themselves (`fwd=` without `collapsed`).
     pub misses: u64,
     /// Requests that failed or got a non-2xx answer.
@@ -129,7 +162,19 @@ impl Report {
     /// The table a person reads: one line per policy and capacity.
     pub fn table(&self) -> String {
         let http = self.results.iter().any(|r| r.http.is_some());
-        let mut header: Vec<&str> = vec!["backend", "capacity", "hit", "byte hit"];
+        let layouts = self.results.iter().any(|r| r.layout.is_some());
+        let shared = self
+            .results
+            .iter()
+            .any(|r| r.http.as_ref().is_some_and(|h| h.shared_hits.is_some()));
+        let mut header: Vec<&str> = vec!["backend"];
+        if layouts {
+            header.push("set-up");
+        }
+        header.extend(["capacity", "hit", "byte hit"]);
+        if shared {
+            header.push("shared");
+        }
         if http {
             header.extend([
                 "hit+coal",
@@ -150,8 +195,11 @@ impl Report {
         let mut lines: Vec<Vec<String>> = Vec::new();
         for r in &self.results {
             let name = r.name();
-            let mut line = vec![
-                name,
+            let mut line = vec![name];
+            if layouts {
+                line.push(r.layout_label().unwrap_or_else(|| "-".into()));
+            }
+            line.extend([
                 // A --target proxy's capacity is not known: its row has 0 bytes.
                 if r.capacity_bytes == 0 {
                     r.capacity.clone()
@@ -160,7 +208,15 @@ impl Report {
                 },
                 pct(r.hit_ratio),
                 pct(r.byte_hit_ratio),
-            ];
+            ]);
+            if shared {
+                line.push(
+                    r.http
+                        .as_ref()
+                        .and_then(|h| h.shared_hits)
+                        .map_or("-".into(), |n| n.to_string()),
+                );
+            }
             if http {
                 match &r.http {
                     Some(h) => line.extend([
@@ -221,12 +277,19 @@ impl Report {
         };
         let header: Vec<String> = header.iter().map(|s| s.to_string()).collect();
         render(&header, &mut out);
-        let mut last_capacity = None;
+        // A blank line between capacities; with --instances, between the set-ups of one backend
+        // and the next (its three rows have one total capacity).
+        let group = |r: &Row| {
+            let backend = r.layout.is_some().then(|| r.name());
+            (r.total_capacity_bytes(), backend)
+        };
+        let mut last_group = None;
         for (r, line) in self.results.iter().zip(&lines) {
-            if last_capacity.is_some_and(|c| c != r.capacity_bytes) {
+            let g = group(r);
+            if last_group.as_ref().is_some_and(|l| *l != g) {
                 out.push('\n');
             }
-            last_capacity = Some(r.capacity_bytes);
+            last_group = Some(g);
             render(line, &mut out);
         }
         let _ = writeln!(out, "\nopt = {}", self.opt);
@@ -237,6 +300,13 @@ impl Report {
                 "hit = Cache-Status hit; hit+coal also counts responses collapsed into another \
                  request's fetch (comparable with sim hit); misses = fwd without collapsed; \
                  upstream = requests the origin counted"
+            );
+        }
+        if shared {
+            let _ = writeln!(
+                out,
+                "shared = hits the shared tier answered (Cache-Status detail=shared), counted in \
+                 hit too; capacity is each instance's"
             );
         }
         for n in &self.notes {
@@ -255,7 +325,8 @@ impl Report {
         let mut out = String::from(
             "backend,policy,capacity,capacity_bytes,requests,hits,hit_ratio,byte_hit_ratio,\
              stored_bytes,coalesced,hit_ratio_with_coalesced,misses,errors,upstream_requests,\
-             throughput_rps,p50_ms,p90_ms,p99_ms,p999_ms,sim_hit_ratio\n",
+             throughput_rps,p50_ms,p90_ms,p99_ms,p999_ms,sim_hit_ratio,layout,instances,\
+             shared_hits\n",
         );
         let opt = |v: Option<String>| v.unwrap_or_default();
         for r in &self.results {
@@ -281,8 +352,11 @@ impl Report {
                 opt(h.map(|h| format!("{:.3}", h.p99_ms))),
                 opt(h.map(|h| format!("{:.3}", h.p999_ms))),
                 opt(h.and_then(|h| h.sim_hit_ratio).map(|s| format!("{s:.6}"))),
+                opt(r.layout.clone()),
+                opt(r.instances.map(|n| n.to_string())),
+                opt(h.and_then(|h| h.shared_hits).map(|n| n.to_string())),
             ];
-            // Capacities like "10%" and backend names never hold commas or quotes.
+            // Capacities like "10%", backend and layout names never hold commas or quotes.
             out.push_str(&fields.join(","));
             out.push('\n');
         }
@@ -310,6 +384,8 @@ mod tests {
                 Row {
                     backend: "moka".into(),
                     policy: Some("tinylfu".into()),
+                    layout: None,
+                    instances: None,
                     capacity: "10%".into(),
                     capacity_bytes: 500,
                     requests: 10,
@@ -385,5 +461,54 @@ mod tests {
         assert!(lines[1].starts_with("moka,tinylfu,10%,500,10,4,0.400000"));
         let table = r.table();
         assert!(table.contains("moka") && table.contains("40.00%") && table.contains("60.00%"));
+    }
+
+    #[test]
+    fn fleet_rows_name_their_set_up_and_shared_hits() {
+        let mut r = report();
+        let fleet_row =
+            |layout: &str, instances: u64, capacity: &str, bytes: u64, shared: u64| Row {
+                backend: "moka".into(),
+                policy: Some("tinylfu".into()),
+                layout: Some(layout.into()),
+                instances: Some(instances),
+                capacity: capacity.into(),
+                capacity_bytes: bytes,
+                requests: 10,
+                hits: 5,
+                hit_ratio: 0.5,
+                byte_hit_ratio: 0.5,
+                stored_bytes: Some(bytes),
+                http: Some(HttpFields {
+                    shared_hits: Some(shared),
+                    ..Default::default()
+                }),
+            };
+        r.results = vec![
+            fleet_row("fleet", 3, "10%", 500, 4),
+            fleet_row("one-big", 1, "3x10%", 1500, 0),
+            fleet_row("isolated", 3, "10%", 500, 0),
+        ];
+        let table = r.table();
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines.iter().position(|l| l.starts_with("backend")).unwrap();
+        assert!(lines[header].contains("set-up") && lines[header].contains("shared"));
+        // One group: the three set-ups have one total capacity.
+        assert!(lines[header + 1].contains("fleet x3"), "{table}");
+        assert!(lines[header + 2].contains("one big"), "{table}");
+        assert!(lines[header + 2].contains("3x10%"), "{table}");
+        assert!(lines[header + 3].contains("isolated x3"), "{table}");
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["results"][0]["layout"], "fleet");
+        assert_eq!(v["results"][0]["instances"], 3);
+        assert_eq!(v["results"][0]["shared_hits"], 4);
+        assert_eq!(v["results"][1]["layout"], "one-big");
+        // Rows without --instances carry none of it.
+        let plain: serde_json::Value = serde_json::from_str(&report().json()).unwrap();
+        assert!(plain["results"][0].get("layout").is_none());
+        assert!(plain["results"][0].get("shared_hits").is_none());
+        assert!(!report().table().contains("set-up"));
+        let csv = r.csv();
+        assert!(csv.lines().nth(1).unwrap().ends_with(",fleet,3,4"), "{csv}");
     }
 }

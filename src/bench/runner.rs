@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::store::{Backend, Eviction, MokaPolicy, ENTRY_OVERHEAD};
 
+use super::fleet::{self, FleetOptions};
 use super::http::{self, digits, id_width, object_path, DriveOptions, HttpBenchError};
 use super::reference::{self, OPT_DESCRIPTION};
 use super::report::{HttpFields, Report, Row};
@@ -111,7 +112,7 @@ impl SimOptions {
     }
 
     /// The policy name a run's rows carry.
-    fn policy_of(&self, run: BackendRun) -> String {
+    pub(super) fn policy_of(&self, run: BackendRun) -> String {
         match run.backend {
             Backend::Moka => self.moka_policy.to_string(),
             Backend::Rwlock | Backend::Sharded => run.eviction.to_string(),
@@ -211,10 +212,18 @@ pub fn plain_progress(
     })
 }
 
-fn row(backend: &str, policy: Option<String>, cap: Capacity, bytes: u64, c: &Counts) -> Row {
+pub(super) fn row(
+    backend: &str,
+    policy: Option<String>,
+    cap: Capacity,
+    bytes: u64,
+    c: &Counts,
+) -> Row {
     Row {
         backend: backend.to_string(),
         policy,
+        layout: None,
+        instances: None,
         capacity: cap.to_string(),
         capacity_bytes: bytes,
         requests: c.requests,
@@ -229,7 +238,12 @@ fn row(backend: &str, policy: Option<String>, cap: Capacity, bytes: u64, c: &Cou
 /// The reference policies computed beside the backends, by report name.
 pub const REFERENCES: [&str; 4] = ["lru", "opt", "s3fifo", "sieve"];
 
-fn reference_rows(trace: &Trace, objects: &Objects, cap: Capacity, bytes: u64) -> [Row; 4] {
+pub(super) fn reference_rows(
+    trace: &Trace,
+    objects: &Objects,
+    cap: Capacity,
+    bytes: u64,
+) -> [Row; 4] {
     let (r, c, s) = (&trace.requests, &objects.charges, &trace.sizes);
     [
         row("lru", None, cap, bytes, &reference::lru(r, c, s, bytes)),
@@ -297,7 +311,11 @@ pub fn run_sim(input: &Input, options: &SimOptions, progress: &ProgressBar) -> R
 }
 
 /// What each capacity means: its bytes and about how many objects of the mean charge it holds.
-fn capacity_lines(capacities: &[Capacity], working_set: u64, objects: usize) -> Vec<String> {
+pub(super) fn capacity_lines(
+    capacities: &[Capacity],
+    working_set: u64,
+    objects: usize,
+) -> Vec<String> {
     let mean = working_set / objects.max(1) as u64;
     capacities
         .iter()
@@ -336,7 +354,7 @@ fn sim_setup(input: &Input, options: &SimOptions, working_set: u64) -> Vec<Strin
 }
 
 /// Which eviction policies the backend rows ran.
-fn policies(options: &SimOptions) -> String {
+pub(super) fn policies(options: &SimOptions) -> String {
     let evictions: Vec<String> = options.evictions.iter().map(|e| e.to_string()).collect();
     format!(
         "rwlock and sharded ran {} (--eviction), moka ran {}",
@@ -345,7 +363,7 @@ fn policies(options: &SimOptions) -> String {
     )
 }
 
-fn http_setup(options: &HttpOptions, planned: usize) -> Vec<String> {
+pub(super) fn http_setup(options: &HttpOptions, planned: usize) -> Vec<String> {
     let d = &options.drive;
     vec![
         format!(
@@ -372,16 +390,24 @@ pub struct HttpOptions {
     pub origin_latency: Duration,
     /// Drive this running proxy instead of starting origin and proxies.
     pub target: Option<Uri>,
+    /// Run each backend as a fleet sharing a tier, beside one big instance and isolated ones
+    /// (`--instances N --shared URL`) instead of as one proxy.
+    pub fleet: Option<FleetOptions>,
 }
 
 fn percentile_ms(drive: &http::Drive, q: f64) -> f64 {
     drive.latency_us.value_at_quantile(q) as f64 / 1000.0
 }
 
-fn http_fields(drive: &http::Drive, upstream: Option<u64>, sim: Option<f64>) -> HttpFields {
+pub(super) fn http_fields(
+    drive: &http::Drive,
+    upstream: Option<u64>,
+    sim: Option<f64>,
+) -> HttpFields {
     let c = &drive.counts;
     HttpFields {
         coalesced: c.coalesced,
+        shared_hits: None,
         hit_ratio_with_coalesced: ratio(c.hits + c.coalesced, c.requests),
         misses: c.misses,
         errors: c.errors,
@@ -397,7 +423,7 @@ fn http_fields(drive: &http::Drive, upstream: Option<u64>, sim: Option<f64>) -> 
     }
 }
 
-fn http_row(
+pub(super) fn http_row(
     backend: &str,
     policy: Option<String>,
     cap: Capacity,
@@ -410,6 +436,8 @@ fn http_row(
     Row {
         backend: backend.to_string(),
         policy,
+        layout: None,
+        instances: None,
         capacity: cap.to_string(),
         capacity_bytes: bytes,
         requests: c.requests,
@@ -423,7 +451,7 @@ fn http_row(
 
 /// Notes for whatever a reader of an http row must know: errors, unclassified answers, a run cut
 /// by the time limit, and an origin count that does not match the misses.
-fn http_notes(
+pub(super) fn http_notes(
     name: &str,
     cap: &str,
     drive: &http::Drive,
@@ -474,6 +502,9 @@ pub async fn run_http(
     options: &HttpOptions,
     progress: &ProgressBar,
 ) -> Result<Report, HttpBenchError> {
+    if let Some(fleet) = &options.fleet {
+        return fleet::run(input, options, fleet, progress).await;
+    }
     let trace = Arc::new(input.trace.clone());
     let planned = trace.requests.len();
     let width = id_width(trace.objects());

@@ -155,6 +155,43 @@ pub fn replay(
     counts
 }
 
+/// What [`replay_spread`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpreadCounts {
+    /// Every request: `hits` counts local and shared hits, `stored_bytes` sums the stores.
+    pub counts: Counts,
+    /// Of the hits, those the shared tier answered.
+    pub shared_hits: u64,
+}
+
+/// Replays `trace` spread round-robin over `stores`, as `bench http --instances` sends it:
+/// request `i` goes to `stores[i % stores.len()]`. With `shared`, the stores share a tier that
+/// keeps every object once fetched (a Redis with room for all of them, nothing expiring): a
+/// request its own store misses is a shared hit when any store fetched the object before, and
+/// is then promoted into its store, as the proxy does; without, each store is on its own.
+pub fn replay_spread(
+    stores: &[Arc<dyn Store>],
+    shared: bool,
+    trace: &Trace,
+    objects: &Objects,
+) -> SpreadCounts {
+    assert!(!stores.is_empty(), "replay_spread needs a store");
+    let mut out = SpreadCounts::default();
+    let mut in_tier = vec![false; trace.objects()];
+    for (i, &o) in trace.requests.iter().enumerate() {
+        let local = request(&*stores[i % stores.len()], trace, objects, o);
+        let from_tier = !local && shared && in_tier[o as usize];
+        in_tier[o as usize] = true;
+        out.counts
+            .record(local || from_tier, trace.sizes[o as usize]);
+        if from_tier {
+            out.shared_hits += 1;
+        }
+    }
+    out.counts.stored_bytes = stores.iter().map(|s| s.weighted_size()).sum();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +264,47 @@ mod tests {
             let c = replay(&*store, &trace, &objects, &ProgressBar::hidden());
             assert_eq!(c.requests - c.hits, trace.objects() as u64, "{backend}");
         }
+    }
+
+    #[test]
+    fn a_spread_replay_shares_what_any_store_fetched() {
+        let trace = generate(
+            Workload::Zipf { alpha: 1.0 },
+            1000,
+            20_000,
+            SizeSpec::Fixed(100),
+            2,
+        );
+        let objects = plain_objects(&trace);
+        let capacity = objects.working_set() / 20;
+        let stores = |n: usize| -> Vec<Arc<dyn Store>> {
+            (0..n)
+                .map(|_| {
+                    build_store(
+                        Backend::Rwlock,
+                        capacity,
+                        Eviction::Adaptive,
+                        MokaPolicy::Lru,
+                        1,
+                    )
+                })
+                .collect()
+        };
+        // One store, no tier: the plain replay.
+        let one = replay_spread(&stores(1), false, &trace, &objects);
+        let plain = replay(&*stores(1)[0], &trace, &objects, &ProgressBar::hidden());
+        assert_eq!(one.counts, plain);
+        assert_eq!(one.shared_hits, 0);
+        // With the tier, only an object's first request anywhere misses.
+        let fleet = replay_spread(&stores(3), true, &trace, &objects);
+        assert_eq!(
+            fleet.counts.requests - fleet.counts.hits,
+            trace.objects() as u64
+        );
+        assert!(fleet.shared_hits > 0);
+        let isolated = replay_spread(&stores(3), false, &trace, &objects);
+        assert_eq!(isolated.shared_hits, 0);
+        assert!(isolated.counts.hits < fleet.counts.hits);
+        assert!(isolated.counts.stored_bytes <= 3 * capacity);
     }
 }

@@ -647,9 +647,12 @@ impl Inner {
             if wake == shared::Wake::NotStored {
                 return Err(None);
             }
-            // Served from another instance's fill it waited for.
-            status.collapsed = true;
-            if let Some(hit) = self.shared_hit(shared, parts, target, status).await {
+            // Served from another instance's fill it waited for, if it is there: `collapsed` is
+            // claimed only then (a request that goes on to fetch for itself was not collapsed).
+            let mut waited = status.clone();
+            waited.collapsed = true;
+            if let Some(hit) = self.shared_hit(shared, parts, target, &mut waited).await {
+                *status = waited;
                 return Ok(hit);
             }
             if wake == shared::Wake::Stored {
