@@ -9,23 +9,29 @@
 # (scripts/compare/mix.lua, every key warmed first), and coalescing (200 concurrent requests for
 # one cold key with 500 ms of origin latency: origin requests, waiter p50/p99). For each row and
 # server: req/s, p50/p99, the server's CPU time per request (utime + stime of the server and all
-# its processes from /proc/PID/stat, over the run), and the ratio to each peer. Each timed run
-# waits for a quiet machine first; rows where another process ran on either core, steal time
-# showed, or the runs spread are marked NOISY. Numbers from one run are comparable with each other
-# only: machines of this kind differ a lot.
+# its processes from /proc/PID/stat, over the run; ticks of getconf CLK_TCK), and the ratio to each
+# peer. Rows and servers are interleaved, once per run.
+#
+# Noise: each timed run first waits (bounded) for the whole machine to be quiet for 1 s. During
+# the run, the busy time of core 0 beyond the server's own CPU time, of core 1 beyond wrk's and the
+# origin's, of any other core, and steal time are measured from /proc/stat; a run with more than
+# NOISE_PCT of any of these is noisy. A row shows the median of its clean runs, or of all its runs
+# marked NOISY when none was clean; row/server pairs without a clean run are retried RETRY_NOISY
+# times at the end. Numbers from one run are comparable with each other only: machines of this
+# kind differ a lot.
 #
 # Table on stdout; JSON (versions, machine, every run) to bench/results/compare-<timestamp>.json.
 #
 #   scripts/compare.sh                 # full: 10 s per wrk run, 3 runs per row and server
-#   QUICK=1 scripts/compare.sh         # smoke test: 2 s runs, 1 run each
+#   QUICK=1 scripts/compare.sh         # smoke test: 2 s runs, 1 run each, no retries
 #
-# Environment: DURATION (wrk -d, default 10s; QUICK: 2s), RUNS (3; QUICK: 1), CONNS (64),
-# PEERS ("nginx varnish trafficserver": leave one out to skip it), BACKENDS ("rwlock sharded
-# moka"), LIMIT_MT=1 (also run hyper_limit on a multi-thread runtime), BASE_PORT (18700: the
-# ports used are BASE_PORT .. BASE_PORT+40), QUIET_PCT (10: the whole machine's busy share over
-# 1 s below which it counts as quiet), QUIET_WAIT (30 s, QUICK: 5 s: the longest wait for it),
-# NOISE_PCT (5: task time of another process on either core, in percent of a run, that marks it
-# noisy), SPREAD_PCT (10), NO_BUILD=1 (use the binaries already in target/release).
+# Environment: DURATION (wrk -d, default 10s; QUICK: 2s), RUNS (3; QUICK: 1), RETRY_NOISY (1;
+# QUICK: 0), CONNS (64), PEERS ("nginx varnish trafficserver": leave one out to skip it),
+# BACKENDS ("rwlock sharded moka"), LIMIT_MT=1 (also run hyper_limit on a multi-thread runtime),
+# BASE_PORT (18700: the ports used are BASE_PORT .. BASE_PORT+40), QUIET_PCT (10: the whole
+# machine's busy share over 1 s at or below which it counts as quiet), QUIET_WAIT (30 s; QUICK:
+# 5 s: the longest wait for it), NOISE_PCT (5), SPREAD_PCT (10: clean runs further apart than
+# this mark the row NOISY too), NO_BUILD=1 (use the binaries already in target/release).
 #
 # Installs what is missing from Debian's packages (nginx-light or nginx, varnish, trafficserver,
 # wrk) with apt-get. Peer configurations are in scripts/compare/, filled in with this run's ports
@@ -41,10 +47,12 @@ if [[ $QUICK == 1 ]]; then
   DURATION=${DURATION:-2s}
   RUNS=${RUNS:-1}
   QUIET_WAIT=${QUIET_WAIT:-5}
+  RETRY_NOISY=${RETRY_NOISY:-0}
 else
   DURATION=${DURATION:-10s}
   RUNS=${RUNS:-3}
   QUIET_WAIT=${QUIET_WAIT:-30}
+  RETRY_NOISY=${RETRY_NOISY:-1}
 fi
 CONNS=${CONNS:-64}
 PEERS=${PEERS:-nginx varnish trafficserver}
@@ -206,6 +214,7 @@ measured() {
 say "work dir $work, caches in $shm; ports $BASE_PORT-$((BASE_PORT + 40)) on 127.0.0.1"
 start origin "$ORIGIN_PORT" taskset -c "$CLIENT_CORE" "$BIN" origin --listen "127.0.0.1:$ORIGIN_PORT" --latency 50ms
 ready "/_origin/stats" || die "the origin did not start"
+origin_pid=$last_pid
 
 start hyper-limit "$LIMIT_PORT" taskset -c "$SERVER_CORE" "$LIMIT_BIN" --listen "127.0.0.1:$LIMIT_PORT"
 ready /hot1k || die "hyper_limit did not start"
@@ -289,35 +298,56 @@ for i in "${!names[@]}"; do
 done
 say "warmed: every server holds /hot1k, /hot64k and /mix/1..$MIX_KEYS"
 
-total=$((RUNS * (${#ROWS[@]} * ${#names[@]} + ${#names[@]})))
-n=0
+# measure ROW INDEX RUN: one timed wrk run of a row against names[INDEX].
+measure() {
+  local row=$1 i=$2 run=$3 out lua=()
+  [[ $row != mix ]] || lua=(--lua "$CONF/mix.lua")
+  out=$("${BENCH[@]}" run --row "$row" --server "${names[i]}" --run "$run" --pid "${pids[i]}" \
+    --origin-pid "$origin_pid" --url "http://127.0.0.1:${ports[i]}${row_url[$row]}" "${lua[@]}" \
+    --origin "127.0.0.1:$ORIGIN_PORT" --duration "$DURATION" --conns "$CONNS" \
+    --server-core "$SERVER_CORE" --client-core "$CLIENT_CORE" --noise-pct "$NOISE_PCT" \
+    --quiet-pct "$QUIET_PCT" --quiet-wait "$QUIET_WAIT")
+  echo "$out" >>"$results"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("compare: run %-2s %-7s %-15s %10.0f req/s  %s%s" % (r["run"], r["row"], r["server"], r["rps"] or 0, "NOISY " if r["noisy"] else "", " ".join(r["flags"])))' "$out" >&2
+}
+
+# coalesce INDEX RUN: 200 concurrent requests for a new cold key through names[INDEX].
+coalesce() {
+  local i=$1 run=$2 out args
+  if [[ ${names[i]} == hyper-limit* ]]; then
+    # No origin behind it: the same 200 requests against prepared responses, the client's floor.
+    args=(--path "/hot1k?size=1024")
+  else
+    args=(--path "/coalesce/${names[i]}-$run-$RANDOM?size=1024&latency=$COALESCE_LATENCY" --origin "127.0.0.1:$ORIGIN_PORT")
+  fi
+  out=$(taskset -c "$CLIENT_CORE" "${BENCH[@]}" coalesce --server "${names[i]}" --run "$run" \
+    --port "${ports[i]}" --pid "${pids[i]}" --origin-pid "$origin_pid" --n "$COALESCE_N" "${args[@]}" \
+    --server-core "$SERVER_CORE" --client-core "$CLIENT_CORE" --noise-pct "$NOISE_PCT" \
+    --quiet-pct "$QUIET_PCT" --quiet-wait "$QUIET_WAIT")
+  echo "$out" >>"$results"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("compare: run %-2s coalesce %-15s origin requests %s, %s/%s answered 200, p50 %s ms, p99 %s ms  %s%s" % (r["run"], r["server"], r["origin_requests"], r["ok"], r["n"], r["waiter_p50_ms"], r["waiter_p99_ms"], "NOISY " if r["noisy"] else "", " ".join(r["flags"])))' "$out" >&2
+}
+
+# Every row and server once per run, interleaved, so a slow spell of the machine falls on all.
 for ((run = 1; run <= RUNS; run++)); do
+  say "run $run of $RUNS"
   for row in "${ROWS[@]}"; do
-    for i in "${!names[@]}"; do
-      n=$((n + 1))
-      lua=()
-      [[ $row != mix ]] || lua=(--lua "$CONF/mix.lua")
-      out=$("${BENCH[@]}" run --row "$row" --server "${names[i]}" --run "$run" --pid "${pids[i]}" \
-        --url "http://127.0.0.1:${ports[i]}${row_url[$row]}" "${lua[@]}" \
-        --origin "127.0.0.1:$ORIGIN_PORT" --duration "$DURATION" --conns "$CONNS" \
-        --server-core "$SERVER_CORE" --client-core "$CLIENT_CORE" --noise-pct "$NOISE_PCT" \
-        --quiet-pct "$QUIET_PCT" --quiet-wait "$QUIET_WAIT")
-      echo "$out" >>"$results"
-      python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("compare: [%s/%s] run %s %-7s %-15s %10.0f req/s  %s" % (sys.argv[2], sys.argv[3], r["run"], r["row"], r["server"], r["rps"] or 0, " ".join(r["flags"])))' "$out" "$n" "$total" >&2
-    done
+    for i in "${!names[@]}"; do measure "$row" "$i" "$run"; done
   done
-  for i in "${!names[@]}"; do
-    n=$((n + 1))
-    if [[ ${names[i]} == hyper-limit* ]]; then
-      # No origin behind it: the same 200 requests against prepared responses, the client's floor.
-      args=(--path "/hot1k?size=1024")
-    else
-      args=(--path "/coalesce/${names[i]}-$run-$RANDOM?size=1024&latency=$COALESCE_LATENCY" --origin "127.0.0.1:$ORIGIN_PORT")
-    fi
-    out=$(taskset -c "$CLIENT_CORE" "${BENCH[@]}" coalesce --server "${names[i]}" --run "$run" \
-      --port "${ports[i]}" --n "$COALESCE_N" "${args[@]}" --quiet-pct "$QUIET_PCT" --quiet-wait "$QUIET_WAIT")
-    echo "$out" >>"$results"
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("compare: [%s/%s] run %s coalesce %-15s origin requests %s, %s/%s answered 200, p50 %s ms, p99 %s ms" % (sys.argv[2], sys.argv[3], r["run"], r["server"], r["origin_requests"], r["ok"], r["n"], r["waiter_p50_ms"], r["waiter_p99_ms"]))' "$out" "$n" "$total" >&2
+  for i in "${!names[@]}"; do coalesce "$i" "$run"; done
+done
+# Rows and servers that got no clean run (another process ran on a core): once more each.
+for ((pass = 1; pass <= RETRY_NOISY; pass++)); do
+  mapfile -t lacking < <("${BENCH[@]}" lacking --results "$results")
+  ((${#lacking[@]})) || break
+  say "retry $pass of $RETRY_NOISY: ${#lacking[@]} row/server pairs without a clean run"
+  for entry in "${lacking[@]}"; do
+    row=${entry%% *}
+    server=${entry#* }
+    for i in "${!names[@]}"; do
+      [[ ${names[i]} == "$server" ]] || continue
+      if [[ $row == coalesce ]]; then coalesce "$i" $((RUNS + pass)); else measure "$row" "$i" $((RUNS + pass)); fi
+    done
   done
 done
 

@@ -12,6 +12,7 @@ Subcommands, each printing one JSON object on stdout:
   coalesce  N concurrent requests for one cold key, each on its own connection, all sent before
             any answer can come back: the origin's request count before and after, and how long
             each waiter took
+  lacking   the rows and servers that have no clean run yet (compare.sh retries those)
   meta      versions and the machine
   report    the table (stdout) and the JSON file, from the runs' JSON lines
 
@@ -124,6 +125,52 @@ def wait_quiet(max_busy, max_wait):
                 "busy_pct": round(busy, 1),
                 "samples": samples[-10:],
             }
+
+
+def busy_ticks(d):
+    """Ticks a core spent on anything but idle, iowait and steal. Softirq and irq count: this
+    kernel (like most) has no IRQ time accounting, so the softirq time a tick finds a process in
+    (loopback TCP is processed in softirq) is part of that process's utime + stime too."""
+    return sum(d.values()) - d["idle"] - d["iowait"] - d["steal"]
+
+
+def interference(c0, c1, wall, server_core, client_core, server_ticks, client_ticks, noise_pct):
+    """What else ran during a measured window: busy time on the server's core beyond the
+    server's CPU time, on the client's core beyond the client's (and the origin's), on any other
+    core at all, and steal time; in percent of the window. Returns (numbers, noisy flags)."""
+    span = wall * CLK_TCK
+    sc = cpu_delta(c0, c1, f"cpu{server_core}")
+    cc = cpu_delta(c0, c1, f"cpu{client_core}")
+    rest = sum(
+        busy_ticks(cpu_delta(c0, c1, name))
+        for name in c1
+        if name != "cpu" and name not in (f"cpu{server_core}", f"cpu{client_core}")
+    )
+    out = {
+        "server_core": sc,
+        "client_core": cc,
+        "other_on_server_core_pct": round((busy_ticks(sc) - server_ticks) / span * 100, 1),
+        "other_on_client_core_pct": round((busy_ticks(cc) - client_ticks) / span * 100, 1),
+        "other_cores_busy_pct": round(rest / span * 100, 1),
+        "steal_pct": round(max(sc["steal"], cc["steal"]) / span * 100, 1),
+    }
+    # /proc/stat counts whole ticks: on a short window (coalescing takes about a second) a few
+    # ticks either way are sampling, not another process.
+    noise_pct = max(noise_pct, 3 / span * 100)
+    flags = []
+    if out["other_on_server_core_pct"] > noise_pct:
+        flags.append(f"core{server_core}+{out['other_on_server_core_pct']:.0f}%")
+    if out["other_on_client_core_pct"] > noise_pct:
+        flags.append(f"core{client_core}+{out['other_on_client_core_pct']:.0f}%")
+    if out["other_cores_busy_pct"] > noise_pct:
+        flags.append(f"other-cores+{out['other_cores_busy_pct']:.0f}%")
+    if out["steal_pct"] > 2:
+        flags.append(f"steal{out['steal_pct']:.0f}%")
+    return out, flags
+
+
+def ticks_between(before, after):
+    return sum(after[p] - before[p] for p in before if before[p] is not None and after.get(p) is not None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,37 +291,35 @@ def cmd_run(a):
     quiet = wait_quiet(a.quiet_pct, a.quiet_wait)
     origin_before = origin_requests(a.origin)
     pids = descendants([a.pid])
+    origin_pids = descendants([a.origin_pid]) if a.origin_pid else []
     cmd = ["taskset", "-c", a.client_core, "wrk", "-t1", f"-c{a.conns}", f"-d{a.duration}"]
     cmd += ["--latency", "--timeout", "5s"]
     if a.lua:
         cmd += ["-s", a.lua]
     cmd.append(a.url)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s0 = tree_ticks(pids)
+    s0, o0 = tree_ticks(pids), tree_ticks(origin_pids)
     c0 = cpu_times()
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     t1 = time.monotonic()
     c1 = cpu_times()
-    s1 = tree_ticks(pids)
+    s1, o1 = tree_ticks(pids), tree_ticks(origin_pids)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     time.sleep(0.1)
     origin_after = origin_requests(a.origin)
 
     wall = t1 - t0
     r = parse_wrk(proc.stdout)
-    server_ticks = sum(s1[p] - s0[p] for p in pids if s0[p] is not None and s1[p] is not None)
+    server_ticks = ticks_between(s0, s1)
     gone = [p for p in pids if s1[p] is None]
     wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    sc = cpu_delta(c0, c1, f"cpu{a.server_core}")
-    cc = cpu_delta(c0, c1, f"cpu{a.client_core}")
     span = wall * CLK_TCK
-    # Task time (user + nice + system) on each core that is not the server's (core 0) or wrk's
-    # (core 1): another process was running there. Softirq and irq are left out: loopback
-    # traffic is processed in softirq on either core.
-    other_server_core = (sc["user"] + sc["nice"] + sc["system"] - server_ticks) / span * 100
-    other_client_core = (cc["user"] + cc["nice"] + cc["system"] - wrk_cpu * CLK_TCK) / span * 100
-    steal = max(sc["steal"], cc["steal"]) / span * 100
+    # The origin shares the client's core; it should be idle during a run of hits.
+    client_ticks = wrk_cpu * CLK_TCK + ticks_between(o0, o1)
+    noise, flags = interference(
+        c0, c1, wall, a.server_core, a.client_core, server_ticks, client_ticks, a.noise_pct
+    )
     requests = r.get("requests") or 0
     result = {
         "row": a.row,
@@ -293,25 +338,17 @@ def cmd_run(a):
         "server_core_util_pct": round(server_ticks / span * 100, 1),
         "wrk_cpu_s": round(wrk_cpu, 3),
         "wrk_core_util_pct": round(wrk_cpu / wall * 100, 1),
-        "server_core": {k: v for k, v in sc.items()},
-        "client_core": {k: v for k, v in cc.items()},
-        "other_on_server_core_pct": round(other_server_core, 1),
-        "other_on_client_core_pct": round(other_client_core, 1),
-        "steal_pct": round(steal, 1),
+        "origin_cpu_s": ticks_between(o0, o1) / CLK_TCK,
+        **noise,
         "origin_requests_during_run": origin_after - origin_before,
         "quiet_before": quiet,
         "clk_tck": CLK_TCK,
     }
-    flags = []
-    if not quiet["quiet"]:
-        flags.append(f"busy-before({quiet['busy_pct']:.0f}%)")
-    if other_server_core > a.noise_pct:
-        flags.append(f"core{a.server_core}+{other_server_core:.0f}%")
-    if other_client_core > a.noise_pct:
-        flags.append(f"core{a.client_core}+{other_client_core:.0f}%")
-    if steal > 2:
-        flags.append(f"steal{steal:.0f}%")
+    # Noisy: something else ran on a core (or the hypervisor took it) during the run. A busy
+    # machine before the run is noted, but the run itself is the evidence.
     noisy = bool(flags)
+    if not quiet["quiet"]:
+        flags.insert(0, f"started-busy({quiet['busy_pct']:.0f}%)")
     if r.get("socket_errors") or r.get("non_2xx") or proc.returncode or r.get("rps") is None:
         flags.append(f"errors(sock={r.get('socket_errors')},non2xx={r.get('non_2xx')})")
     if result["origin_requests_during_run"]:
@@ -333,6 +370,12 @@ def cmd_run(a):
 def cmd_coalesce(a):
     quiet = wait_quiet(a.quiet_pct, a.quiet_wait)
     before = origin_requests(a.origin) if a.origin else None
+    pids = descendants([a.pid])
+    origin_pids = descendants([a.origin_pid]) if a.origin_pid else []
+    s0, o0 = tree_ticks(pids), tree_ticks(origin_pids)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = cpu_times()
+    t0 = time.monotonic()
     request = (
         f"GET {a.path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\nUser-Agent: compare-coalesce\r\n"
         f"Accept: */*\r\n\r\n"
@@ -382,6 +425,15 @@ def cmd_coalesce(a):
                     st["status"] = "closed-early"
                 sel.unregister(s)
                 pending -= 1
+    t1 = time.monotonic()
+    c1 = cpu_times()
+    s1, o1 = tree_ticks(pids), tree_ticks(origin_pids)
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    own = (self1.ru_utime - self0.ru_utime + self1.ru_stime - self0.ru_stime) * CLK_TCK
+    noise, flags = interference(
+        c0, c1, t1 - t0, a.server_core, a.client_core, ticks_between(s0, s1),
+        own + ticks_between(o0, o1), a.noise_pct,
+    )
     for s in socks:
         if state[s]["status"] is None:
             state[s]["status"] = "timeout"
@@ -415,9 +467,11 @@ def cmd_coalesce(a):
                 "waiter_p99_ms": pct(99),
                 "waiter_min_ms": round(lat[0], 2) if lat else None,
                 "waiter_max_ms": round(lat[-1], 2) if lat else None,
+                "wall_s": round(t1 - t0, 3),
+                **noise,
                 "quiet_before": quiet,
-                "noisy": not quiet["quiet"],
-                "flags": [] if quiet["quiet"] else [f"busy-before({quiet['busy_pct']:.0f}%)"],
+                "noisy": bool(flags),
+                "flags": ([] if quiet["quiet"] else [f"started-busy({quiet['busy_pct']:.0f}%)"]) + flags,
             }
         )
     )
@@ -528,25 +582,43 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def aggregate(runs, spread_pct):
+def pick(runs):
+    """The runs a row's numbers come from: the clean ones when there are any, else all of them
+    (and the row is then marked NOISY)."""
+    clean = [r for r in runs if not r.get("noisy")]
+    return (clean or runs), len(clean)
+
+
+def union_flags(runs):
+    flags = []
+    for r in runs:
+        for f in r.get("flags", []):
+            # One entry per kind of flag: "core0+12%" and "core0+40%" both read "core0+".
+            kind = re.sub(r"[0-9.]+%?\)?$", "", f)
+            if not any(re.sub(r"[0-9.]+%?\)?$", "", g) == kind for g in flags):
+                flags.append(f)
+    return flags
+
+
+def aggregate(all_runs, spread_pct):
+    runs, clean = pick(all_runs)
     rps = [r["rps"] for r in runs if r.get("rps")]
     agg = {
-        "runs": len(runs),
+        "runs": len(all_runs),
+        "clean_runs": clean,
+        "from": "clean runs" if clean else "all runs (none was clean)",
         "rps": median(rps),
-        "rps_all": rps,
+        "rps_used": rps,
+        "rps_all": [r.get("rps") for r in all_runs],
         "p50_us": median([r.get("p50_us") for r in runs]),
         "p99_us": median([r.get("p99_us") for r in runs]),
         "cpu_us_per_req": median([r.get("server_cpu_us_per_req") for r in runs]),
         "server_core_util_pct": median([r.get("server_core_util_pct") for r in runs]),
         "wrk_core_util_pct": median([r.get("wrk_core_util_pct") for r in runs]),
-        "origin_requests_during_runs": sum(r.get("origin_requests_during_run") or 0 for r in runs),
+        "origin_requests_during_runs": sum(r.get("origin_requests_during_run") or 0 for r in all_runs),
     }
-    flags = []
-    for r in runs:
-        for f in r.get("flags", []):
-            if f not in flags:
-                flags.append(f)
-    noisy = any(r.get("noisy") for r in runs)
+    flags = union_flags(runs)
+    noisy = not clean
     if len(rps) > 1 and agg["rps"]:
         spread = (max(rps) - min(rps)) / agg["rps"] * 100
         agg["rps_spread_pct"] = round(spread, 1)
@@ -558,6 +630,19 @@ def aggregate(runs, spread_pct):
     agg["flags"] = flags
     agg["noisy"] = noisy
     return agg
+
+
+def cmd_lacking(a):
+    """Rows and servers without a clean run yet, one "row server" per line (for retries)."""
+    runs = {}
+    for line in open(a.results):
+        if line.strip():
+            r = json.loads(line)
+            if r.get("kind") != "warm":
+                runs.setdefault((r["row"], r["server"]), []).append(r)
+    for (row, server), rs in runs.items():
+        if not any(not r.get("noisy") for r in rs):
+            print(row, server)
 
 
 def cmd_report(a):
@@ -635,7 +720,7 @@ def cmd_report(a):
             for p in peers_present:
                 line += f"{fmt_ratio(agg['rps_ratio'].get(p)):>9}"
             line += f"{fmt_ratio(agg['cpu_ratio'].get('nginx')):>10}"
-            notes = ("NOISY " if agg["noisy"] else "") + " ".join(agg["flags"])
+            notes = ("NOISY " if agg["noisy"] else "") + f"clean {agg['clean_runs']}/{agg['runs']} " + " ".join(agg["flags"])
             w(line + "  " + notes.strip())
         best = max(
             (s for s in by_server if s.startswith("cachet-") and by_server[s]["rps"]),
@@ -665,23 +750,25 @@ def cmd_report(a):
 
     coal_agg = {}
     for s in servers:
-        cs = [c for c in coal if c["server"] == s]
-        if not cs:
+        all_cs = [c for c in coal if c["server"] == s]
+        if not all_cs:
             continue
-        origin = [c["origin_requests"] for c in cs if c["origin_requests"] is not None]
-        flags = []
-        for c in cs:
-            flags += [f for f in c.get("flags", []) if f not in flags]
+        # Origin requests from every run (coalescing has to hold each time); timings from the
+        # clean runs when there are any.
+        origin = [c["origin_requests"] for c in all_cs if c["origin_requests"] is not None]
+        cs, clean = pick(all_cs)
+        flags = union_flags(cs)
         coal_agg[s] = {
-            "runs": len(cs),
+            "runs": len(all_cs),
+            "clean_runs": clean,
             "origin_requests": origin,
-            "ok": [c["ok"] for c in cs],
+            "ok": [c["ok"] for c in all_cs],
             "n": cs[0]["n"],
             "waiter_p50_ms": median([c["waiter_p50_ms"] for c in cs]),
             "waiter_p99_ms": median([c["waiter_p99_ms"] for c in cs]),
             "waiter_max_ms": max((c["waiter_max_ms"] for c in cs if c["waiter_max_ms"] is not None), default=None),
-            "statuses": [c["statuses"] for c in cs],
-            "noisy": any(c.get("noisy") for c in cs),
+            "statuses": [c["statuses"] for c in all_cs],
+            "noisy": not clean,
             "flags": flags,
         }
     if coal_agg:
@@ -700,18 +787,21 @@ def cmd_report(a):
             w(
                 f"{s:<16}{origin:>12}{ok:>10}{c['waiter_p50_ms'] or 0:>8.1f}ms{c['waiter_p99_ms'] or 0:>8.1f}ms"
                 f"{c['waiter_max_ms'] or 0:>8.1f}ms{(f'{over:+.1f}ms' if over is not None else '-'):>10}  "
-                + (("NOISY " if c["noisy"] else "") + " ".join(c["flags"])).strip()
+                + (("NOISY " if c["noisy"] else "") + f"clean {c['clean_runs']}/{c['runs']} " + " ".join(c["flags"])).strip()
             )
 
     w("")
     w("notes: req/s, p50 and p99 from wrk; CPU/req = the server's utime+stime (all its processes "
       "and threads, /proc/PID/stat) over the run / requests; srv% and wrk% = CPU time / wall time "
       "of the server and of wrk on their cores; /X = req/s ratio to X; cpu/nginx = CPU/req ratio.")
-    w("  NOISY: the machine was busy before the run (busy-before), another process ran on a "
-      f"core during it (coreN+X%, over {a.noise_pct:g}% of the run), steal time, or the runs "
-      f"spread over {a.spread_pct:g}%. wrk-bound: wrk used its whole core, so req/s is the load "
-      "generator's limit and CPU/req is the comparison that holds. origin:N: requests that "
-      "reached the origin during the run (not all hits).")
+    w(f"  A run is clean when nothing else ran during it: no other process on either core "
+      f"(coreN+X%: busy time beyond the server's or wrk's own, over {a.noise_pct:g}% of the run), "
+      "nothing on other cores (other-cores+X%), no steal time (stealX%). Each row shows the "
+      "median of its clean runs (clean k/n), or of all runs when none was clean: NOISY. NOISY "
+      f"also when the runs used spread over {a.spread_pct:g}% (spreadX%). started-busy: the "
+      "machine was still busy when the wait for quiet gave up. wrk-bound: wrk used its whole "
+      "core, so req/s is the load generator's limit there and CPU/req is the comparison that "
+      "holds. origin:N: requests that reached the origin during the run (not all hits).")
     for s, rws in warm.items():
         for row, wr in rws.items():
             if wr.get("origin_requests_on_check_pass"):
@@ -771,6 +861,7 @@ def main():
     p.add_argument("--server", required=True)
     p.add_argument("--run", type=int, default=1)
     p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--origin-pid", type=int)
     p.add_argument("--url", required=True)
     p.add_argument("--lua")
     p.add_argument("--origin", required=True)
@@ -790,7 +881,15 @@ def main():
     p.add_argument("--origin")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--timeout", type=float, default=15.0)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--origin-pid", type=int)
+    p.add_argument("--server-core", default="0")
+    p.add_argument("--client-core", default="1")
+    p.add_argument("--noise-pct", type=float, default=5.0)
     quiet_args(p)
+
+    p = sub.add_parser("lacking")
+    p.add_argument("--results", required=True)
 
     p = sub.add_parser("meta")
     p.add_argument("--root", required=True)
@@ -814,7 +913,14 @@ def main():
     p.add_argument("--command", default="")
 
     a = ap.parse_args()
-    {"warm": cmd_warm, "run": cmd_run, "coalesce": cmd_coalesce, "meta": cmd_meta, "report": cmd_report}[
+    {
+        "warm": cmd_warm,
+        "run": cmd_run,
+        "coalesce": cmd_coalesce,
+        "lacking": cmd_lacking,
+        "meta": cmd_meta,
+        "report": cmd_report,
+    }[
         a.cmd
     ](a)
 
