@@ -156,7 +156,8 @@ def interference(c0, c1, wall, server_core, client_core, server_ticks, client_ti
     }
     # /proc/stat counts whole ticks: on a short window (coalescing takes about a second) a few
     # ticks either way are sampling, not another process.
-    noise_pct = max(noise_pct, 3 / span * 100)
+    sampling = 3 / span * 100
+    noise_pct = max(noise_pct, sampling)
     flags = []
     if out["other_on_server_core_pct"] > noise_pct:
         flags.append(f"core{server_core}+{out['other_on_server_core_pct']:.0f}%")
@@ -164,7 +165,7 @@ def interference(c0, c1, wall, server_core, client_core, server_ticks, client_ti
         flags.append(f"core{client_core}+{out['other_on_client_core_pct']:.0f}%")
     if out["other_cores_busy_pct"] > noise_pct:
         flags.append(f"other-cores+{out['other_cores_busy_pct']:.0f}%")
-    if out["steal_pct"] > 2:
+    if out["steal_pct"] > max(2.0, sampling):
         flags.append(f"steal{out['steal_pct']:.0f}%")
     return out, flags
 
