@@ -716,18 +716,7 @@ impl Inner {
         }
         let (cc, lifetime) =
             self.freshness(decoded.status, &decoded.headers, decoded.response_time);
-        let mut response = CachedResponse {
-            status: decoded.status,
-            headers: decoded.headers,
-            body: decoded.body,
-            request_time: decoded.request_time,
-            response_time: decoded.response_time,
-            vary_values: decoded.vary_values,
-            cc,
-            lifetime,
-            initial_age: 0,
-        };
-        response.derive_age();
+        let response = decoded.into_response(cc, lifetime);
         let req_cc = CacheControl::from_headers(&parts.headers);
         let no_cache = request_no_cache(&parts.headers, &req_cc);
         let age = response.age_at(now);

@@ -121,6 +121,26 @@ pub struct Decoded {
     pub vary_values: Vec<(HeaderName, Option<String>)>,
 }
 
+impl Decoded {
+    /// The stored response, with the `Cache-Control` and lifetime the reader computed from its
+    /// headers, and its age base derived.
+    pub fn into_response(self, cc: crate::policy::CacheControl, lifetime: u64) -> CachedResponse {
+        let mut response = CachedResponse {
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+            request_time: self.request_time,
+            response_time: self.response_time,
+            vary_values: self.vary_values,
+            cc,
+            lifetime,
+            initial_age: 0,
+        };
+        response.derive_age();
+        response
+    }
+}
+
 /// Decodes a record read under `key`, checking everything that could make it serve the wrong
 /// bytes: magic, version, checksum, the key it was written for, valid HTTP fields, a body the
 /// length its `Content-Length` says, and times not ahead of `now`.

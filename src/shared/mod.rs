@@ -163,6 +163,41 @@ struct Waiters {
     waiting: std::sync::atomic::AtomicUsize,
 }
 
+/// One request's place among the waiters of a URL. Leaving is in `Drop`, so a request dropped
+/// while it waits (its client left) still leaves, and the last one out removes the entry (if a
+/// fill's event has not already taken it).
+struct Waiting<'a> {
+    shared: &'a Shared,
+    url: &'a Key,
+    waiters: Arc<Waiters>,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(shared: &'a Shared, url: &'a Key) -> Self {
+        let mut map = shared.waiters();
+        let waiters = Arc::clone(map.entry(url.as_str().to_string()).or_default());
+        waiters.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            shared,
+            url,
+            waiters,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut map = self.shared.waiters();
+        if self.waiters.waiting.fetch_sub(1, Ordering::Relaxed) == 1
+            && map
+                .get(self.url.as_str())
+                .is_some_and(|w| Arc::ptr_eq(w, &self.waiters))
+        {
+            map.remove(self.url.as_str());
+        }
+    }
+}
+
 /// Whether a call is on a client's path (its failures open the breaker) or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -434,34 +469,19 @@ impl Shared {
     /// Waits until another instance's fill of `url` ends, for at most `wait` and the poll
     /// interval, and says what ended the wait.
     pub async fn wait_for_fill(&self, url: &Key, wait: Duration) -> Wake {
-        let waiters = {
-            let mut map = self.waiters();
-            let w = Arc::clone(map.entry(url.as_str().to_string()).or_default());
-            w.waiting.fetch_add(1, Ordering::Relaxed);
-            w
-        };
+        let waiting = Waiting::enter(self, url);
+        let waiters = &waiting.waiters;
         let notified = waiters.notify.notified();
         tokio::pin!(notified);
         // Registered before the state is read, so an event between the two is not missed.
         notified.as_mut().enable();
-        let wake = match waiters.ended.load(Ordering::Acquire) {
+        match waiters.ended.load(Ordering::Acquire) {
             0 => match tokio::time::timeout(wait.min(FILL_POLL), notified).await {
                 Ok(()) => Wake::from_state(waiters.ended.load(Ordering::Acquire)),
                 Err(_) => Wake::Poll,
             },
             state => Wake::from_state(state),
-        };
-        // The last waiter out removes the entry (if a fill's event has not already taken it);
-        // one that arrives later makes a new one.
-        let mut map = self.waiters();
-        if waiters.waiting.fetch_sub(1, Ordering::Relaxed) == 1
-            && map
-                .get(url.as_str())
-                .is_some_and(|w| Arc::ptr_eq(w, &waiters))
-        {
-            map.remove(url.as_str());
         }
-        wake
     }
 
     /// Removes what `target` picks from the tier. Queued writes of URLs it picks are dropped
