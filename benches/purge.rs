@@ -39,13 +39,14 @@ fn fill(store: &dyn Store, n: usize, entry: &Arc<Entry>) {
 fn proxy(store: Arc<dyn Store>, rt: &tokio::runtime::Runtime) -> Proxy {
     let _guard = rt.enter();
     let upstream = Upstream::new(UpstreamConfig {
-        url: "http://127.0.0.1:9".parse().unwrap(),
         connect_timeout: Duration::from_millis(100),
         response_timeout: Duration::from_millis(100),
         pool_idle_timeout: Duration::from_secs(1),
         max_concurrency: 1,
         queue_timeout: Duration::from_millis(1),
-    });
+        ..UpstreamConfig::new("http://127.0.0.1:9".parse().unwrap())
+    })
+    .expect("a plain-HTTP upstream needs no TLS files");
     let (revalidator, _workers) = Revalidator::start(1, 1);
     Proxy::new(store, upstream, ProxyConfig::default(), revalidator)
 }

@@ -102,13 +102,14 @@ fn hit_path(c: &mut Criterion) {
         );
         let mut client = rt.block_on(async {
             let upstream = Upstream::new(UpstreamConfig {
-                url: "http://127.0.0.1:9".parse().unwrap(),
                 connect_timeout: Duration::from_millis(100),
                 response_timeout: Duration::from_millis(100),
                 pool_idle_timeout: Duration::from_secs(1),
                 max_concurrency: 64,
                 queue_timeout: Duration::from_millis(100),
-            });
+                ..UpstreamConfig::new("http://127.0.0.1:9".parse().unwrap())
+            })
+            .expect("a plain-HTTP upstream needs no TLS files");
             let (revalidator, _workers) = Revalidator::start(1, 1);
             let proxy = Proxy::new(store, upstream, ProxyConfig::default(), revalidator);
             let (client, server) = tokio::io::duplex(64 * 1024);

@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let upstream = cachet::config::parse_upstream(&upstream).map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind("127.0.0.1:8080").await?;
     let config = ServeConfig::new(listener.local_addr()?, upstream);
-    let running = cachet::server::start_with(listener, config, Arc::new(FifoStore::new(16 << 20)));
+    let running = cachet::server::start_with(listener, config, Arc::new(FifoStore::new(16 << 20)))?;
     println!(
         "serving on http://{} with a FIFO store; Ctrl-C to stop",
         running.addr

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,6 +51,8 @@ pub struct AccessRecord<G> {
     status: u16,
     result: &'static str,
     upstream: Option<Duration>,
+    /// The site the request was served for (none when it was refused before one was picked).
+    site: Option<Arc<str>>,
     bytes: u64,
     /// Dropped with the record, after the line is written; held for its `Drop`, never read.
     #[allow(dead_code)]
@@ -108,6 +110,7 @@ impl<G> AccessRecord<G> {
             status: CLIENT_CLOSED,
             result: "-",
             upstream: None,
+            site: None,
             bytes: 0,
             guard,
         }
@@ -118,6 +121,11 @@ impl<G> AccessRecord<G> {
         self.status = status;
         self.result = result;
         self.upstream = upstream;
+    }
+
+    /// Notes the site the request was served for.
+    pub fn site(&mut self, site: Option<Arc<str>>) {
+        self.site = site;
     }
 
     /// The line for this record, without its newline.
@@ -150,6 +158,7 @@ impl<G> AccessRecord<G> {
             status: self.status,
             result: self.result,
             upstream: self.upstream,
+            site: self.site.clone(),
             total,
             bytes: self.bytes,
         }
@@ -181,6 +190,7 @@ struct Entry {
     status: u16,
     result: &'static str,
     upstream: Option<Duration>,
+    site: Option<Arc<str>>,
     total: Duration,
     bytes: u64,
 }
@@ -210,9 +220,10 @@ impl Entry {
                 }
                 let _ = writeln!(
                     out,
-                    " total={total:.3} bytes={bytes} host=\"{host}\" referer=\"{referer}\" ua=\"{ua}\"",
+                    " total={total:.3} bytes={bytes} site={site} host=\"{host}\" referer=\"{referer}\" ua=\"{ua}\"",
                     total = secs(self.total),
                     bytes = self.bytes,
+                    site = self.site.as_deref().unwrap_or("-"),
                     host = escape_plain(&self.fields.host),
                     referer = escape_plain(&self.fields.referer),
                     ua = escape_plain(&self.fields.user_agent),
@@ -230,6 +241,7 @@ impl Entry {
                     "upstream_ms": self.upstream.map(ms),
                     "total_ms": ms(self.total),
                     "bytes": self.bytes,
+                    "site": self.site.as_deref(),
                     "host": self.fields.host,
                     "referer": self.fields.referer,
                     "user_agent": self.fields.user_agent,
@@ -415,6 +427,7 @@ mod tests {
         // The test formats its own line; the record must not also queue one when it drops.
         r.format = None;
         r.respond(200, "hit", Some(Duration::from_millis(12)));
+        r.site(Some("shop".into()));
         r.bytes = 4096;
         r
     }
@@ -425,7 +438,7 @@ mod tests {
         assert!(
             line.ends_with(
                 " 127.0.0.1 \"GET /a?b=1 HTTP/1.1\" 200 hit upstream=0.012 total=0.015 bytes=4096 \
-                 host=\"www.example.com\" referer=\"http://www.example.com/\" ua=\"curl/8%20%22x%22\""
+                 site=shop host=\"www.example.com\" referer=\"http://www.example.com/\" ua=\"curl/8%20%22x%22\""
             ),
             "{line}"
         );
@@ -442,6 +455,7 @@ mod tests {
         assert_eq!(v["upstream_ms"], 12.0);
         assert_eq!(v["total_ms"], 15.0);
         assert_eq!(v["bytes"], 4096);
+        assert_eq!(v["site"], "shop");
         assert_eq!(v["host"], "www.example.com");
         assert_eq!(v["referer"], "http://www.example.com/");
         assert_eq!(v["user_agent"], "curl/8 \"x\"");

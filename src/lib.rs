@@ -26,6 +26,8 @@ pub mod proxy;
 pub mod revalidate;
 pub mod server;
 pub mod shared;
+pub mod site;
 pub mod store;
+pub mod tls;
 pub mod units;
 pub mod upstream;

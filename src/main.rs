@@ -224,27 +224,71 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Listen for signals before the listener is bound, so that none arrives unheard.
     let mut signals = Signals::new()?;
     let running = cachet::server::start(config.clone()).await?;
+    let sites: Vec<String> = running
+        .proxy
+        .sites()
+        .all()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
     tracing::info!(
         listen = %running.addr,
+        tls = %running.tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         admin = %running.admin_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
-        upstream = %config.upstream.url,
+        sites = %sites.join(","),
         backend = %config.backend,
         capacity = %cachet::units::format_size(config.capacity),
         "cachet serving"
     );
     let token = running.shutdown_token();
+    let reloader = running.reloader();
     tokio::spawn(async move {
-        signals.recv().await;
-        tracing::info!("shutting down: finishing in-flight requests (a second signal exits now)");
-        token.cancel();
-        signals.recv().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
+        let mut stopping = false;
+        loop {
+            match signals.recv().await {
+                Signal::Reload => {
+                    // Off the runtime's workers: the reload reads files and builds clients.
+                    let r = reloader.clone();
+                    match tokio::task::spawn_blocking(move || r.reload()).await {
+                        Ok(report) => log_reload(&report),
+                        Err(e) => tracing::error!(error = %e, "reload failed"),
+                    }
+                }
+                Signal::Stop if !stopping => {
+                    tracing::info!(
+                        "shutting down: finishing in-flight requests (a second signal exits now)"
+                    );
+                    token.cancel();
+                    stopping = true;
+                }
+                Signal::Stop => {
+                    tracing::warn!("second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        }
     });
     running.wait().await;
     cachet::access_log::flush(std::time::Duration::from_secs(2));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs what a reload changed, and what it refused and why.
+fn log_reload(report: &cachet::server::ReloadReport) {
+    match &report.sites {
+        Ok(Some(n)) => tracing::info!(sites = n, "reload: sites replaced"),
+        Ok(None) => tracing::info!("reload: no [[site]] in the config file; sites unchanged"),
+        Err(e) => tracing::error!(error = %e, "reload: sites refused; the running ones are kept"),
+    }
+    match &report.certificate {
+        Some(Ok(())) => tracing::info!("reload: TLS certificate re-read"),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "reload: TLS certificate refused; the running one is kept")
+        }
+        None => {}
+    }
+    tracing::info!("reload: other settings (listeners, store, timeouts) take effect on restart");
 }
 
 async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
@@ -290,13 +334,22 @@ async fn origin(args: OriginArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
     tracing::info!(listen = %origin.addr, "cachet origin serving");
-    signals.recv().await;
+    while signals.recv().await == Signal::Reload {}
     shutdown.cancel();
     Ok(())
 }
 
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or Ctrl-C: drain and stop (a second one: stop now).
+    Stop,
+    /// SIGHUP: re-read the config file's sites and the certificates.
+    Reload,
+}
+
 /// SIGTERM and Ctrl-C (SIGINT), listened for from creation on; SIGHUP too, so that its default
-/// action (ending the process, in-flight requests and all) never runs: it is logged and ignored.
+/// action (ending the process, in-flight requests and all) never runs.
 ///
 /// One listener pair serves the whole life of the process: the first signal starts the drain and
 /// the second exits. Listeners made afresh for each wait could miss a signal sent between two
@@ -327,21 +380,20 @@ impl Signals {
         }
     }
 
-    /// Resolves on the next SIGTERM or Ctrl-C; a SIGHUP on the way is logged and ignored.
-    async fn recv(&mut self) {
+    /// Resolves on the next signal.
+    async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
-        loop {
+        {
             tokio::select! {
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
-                _ = self.hup.recv() => {
-                    tracing::warn!("SIGHUP ignored: the configuration is read at start-up only");
-                }
+                _ = self.term.recv() => Signal::Stop,
+                _ = self.int.recv() => Signal::Stop,
+                _ = self.hup.recv() => Signal::Reload,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
         }
     }
 }

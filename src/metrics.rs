@@ -58,6 +58,30 @@ pub fn record_request(result: CacheResult, elapsed: Duration) {
     }
 }
 
+/// A site's request counters (`cachet_site_requests_total{site, result}`), registered when the
+/// site is built so that counting a request is an atomic add, not a key lookup. Built before
+/// [`install_prometheus`], they count nothing.
+#[derive(Debug)]
+pub struct SiteSeries {
+    requests: [metrics::Counter; ALL_RESULTS.len()],
+}
+
+impl SiteSeries {
+    /// The series of the site called `site`.
+    pub fn register(site: &str) -> Self {
+        SiteSeries {
+            requests: ALL_RESULTS.map(|r| {
+                metrics::counter!("cachet_site_requests_total", "site" => site.to_string(), "result" => r.as_str())
+            }),
+        }
+    }
+
+    /// Counts one request of this site by its result.
+    pub fn record(&self, result: CacheResult) {
+        self.requests[result_index(result)].increment(1);
+    }
+}
+
 /// The handles of the series every request updates, registered once when the recorder is
 /// installed: the `counter!` macros build and hash a key on every call, which on the hit path
 /// costs as much as the store lookup. Before [`install_prometheus`] there is nothing to record
@@ -209,6 +233,10 @@ fn describe() {
         "cachet_request_duration_seconds",
         metrics::Unit::Seconds,
         "Time from request to response headers in the proxy, by cache result."
+    );
+    metrics::describe_counter!(
+        "cachet_site_requests_total",
+        "Client requests answered, by site and cache result."
     );
     metrics::describe_counter!(
         "cachet_responses_total",

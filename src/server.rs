@@ -35,11 +35,78 @@ use crate::body::{self, Body};
 use crate::config::{LogFormat, ServeConfig};
 use crate::metrics::{GaugeGuard, Levels, LiveGauge, RequestCounts};
 use crate::policy::purge::PurgeTarget;
-use crate::proxy::{CacheResult, Proxy, UpstreamTime};
+use crate::proxy::{CacheResult, OverTls, Proxy, SiteName, UpstreamTime};
 use crate::revalidate::{Revalidator, Workers};
 use crate::shared::{RedisTier, Shared as SharedTier, SharedConfig};
+use crate::site::{SiteError, Sites};
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::tls::{ListenerCert, TlsError};
+
+/// Why a server could not start; each names what is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound (the message names the flag and address).
+    #[error(transparent)]
+    Bind(#[from] io::Error),
+    /// The sites could not be built (a bad upstream CA file, no root certificates...).
+    #[error(transparent)]
+    Sites(#[from] SiteError),
+    /// The TLS listener's certificate could not be loaded.
+    #[error("--tls-cert: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// What a reload changed, or why each part was refused (the part in service is then kept).
+#[derive(Debug)]
+pub struct ReloadReport {
+    /// The sites now in service (`Ok(None)`: the file declares none; the one site of
+    /// `--upstream` goes on), or why the file's sites were refused.
+    pub sites: Result<Option<usize>, String>,
+    /// The TLS listener's certificate: reloaded, or why not; `None` without a TLS listener.
+    pub certificate: Option<Result<(), String>>,
+}
+
+impl ReloadReport {
+    /// True when every part reloaded.
+    pub fn is_ok(&self) -> bool {
+        self.sites.is_ok() && !matches!(self.certificate, Some(Err(_)))
+    }
+}
+
+/// Re-reads the config file's sites and the TLS certificate into a running server (SIGHUP).
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    config: Arc<ServeConfig>,
+    proxy: Proxy,
+    cert: Option<Arc<ListenerCert>>,
+}
+
+impl Reloader {
+    /// Reloads what can change without a restart: the `[[site]]` tables (their hosts,
+    /// upstreams and rules) and the TLS listener's certificate. A part that fails to load is
+    /// refused with its reason and the one in service is kept; requests in flight finish with
+    /// the site they started with, and the store is kept whole.
+    pub fn reload(&self) -> ReloadReport {
+        let sites = match self.config.reload_sites() {
+            Ok(None) => Ok(None),
+            Ok(Some(configs)) => match Sites::build(&configs) {
+                Ok(sites) => {
+                    let n = sites.all().len();
+                    self.proxy.replace_sites(sites);
+                    Ok(Some(n))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let certificate = self
+            .cert
+            .as_ref()
+            .map(|c| c.reload().map_err(|e| e.to_string()));
+        ReloadReport { sites, certificate }
+    }
+}
 
 /// A proxy running in this process: what tests, benchmarks and `main` need to talk to it and to
 /// stop it.
@@ -49,6 +116,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The admin listener's address, when there is one.
     pub admin_addr: Option<SocketAddr>,
+    /// The TLS listener's address, when there is one.
+    pub tls_addr: Option<SocketAddr>,
     /// The request path, and through it the store.
     pub proxy: Proxy,
     /// Open client connections.
@@ -59,9 +128,15 @@ pub struct Running {
     pub counts: Arc<RequestCounts>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    reloader: Reloader,
 }
 
 impl Running {
+    /// What reloads this server's sites and certificate (on SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// The store behind the proxy.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.proxy.store()
@@ -87,16 +162,20 @@ impl Running {
 
 /// Binds the public listener (and the admin listener when `config.admin` is set) and starts
 /// serving `config` in the background. The error names the address that could not be bound.
-pub async fn start(config: ServeConfig) -> io::Result<Running> {
+pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let listener = bind(config.listen, "--listen").await?;
     let admin = match config.admin {
         Some(addr) => Some(bind(addr, "--admin").await?),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(tls) => Some(bind(tls.listen, "--tls-listen").await?),
+        None => None,
+    };
     let store = config
         .backend
         .build(config.capacity, config.eviction, config.moka_policy);
-    Ok(start_with_admin(listener, admin, config, store))
+    launch(listener, admin, tls, config, store)
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> io::Result<TcpListener> {
@@ -108,7 +187,11 @@ async fn bind(addr: SocketAddr, flag: &str) -> io::Result<TcpListener> {
 /// Starts serving on an already bound listener with a given store (the extension point for a
 /// store of the library user's own). No admin listener is started: `config.admin` is an address
 /// to bind, which only [`start`] does; use [`start_with_admin`] to pass a bound one.
-pub fn start_with(listener: TcpListener, config: ServeConfig, store: Arc<dyn Store>) -> Running {
+pub fn start_with(
+    listener: TcpListener,
+    config: ServeConfig,
+    store: Arc<dyn Store>,
+) -> Result<Running, StartError> {
     start_with_admin(listener, None, config, store)
 }
 
@@ -118,13 +201,45 @@ pub fn start_with_admin(
     admin: Option<TcpListener>,
     config: ServeConfig,
     store: Arc<dyn Store>,
-) -> Running {
+) -> Result<Running, StartError> {
+    launch(listener, admin, None, config, store)
+}
+
+/// Starts serving on bound listeners: the public one, the admin one and the TLS one (whose
+/// certificate `config.tls` names).
+fn launch(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    tls_listener: Option<TcpListener>,
+    config: ServeConfig,
+    store: Arc<dyn Store>,
+) -> Result<Running, StartError> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    // The recorder first: each site registers its series when it is built.
+    let prometheus = match admin {
+        Some(_) => match crate::metrics::install_prometheus() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "/metrics shows this server's gauges only");
+                None
+            }
+        },
+        None => None,
+    };
+    let sites = Sites::build(&config.site_configs())?;
+    let cert = match &config.tls {
+        Some(tls) => Some(ListenerCert::load(tls.files.clone())?),
+        None => None,
+    };
+    let tls = match (&cert, tls_listener) {
+        (Some(cert), Some(l)) => Some((l, tokio_rustls::TlsAcceptor::from(cert.server_config()?))),
+        _ => None,
+    };
+    let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let (revalidator, workers) =
         Revalidator::start(config.revalidate_workers, config.revalidate_queue);
-    let upstream = Upstream::new(config.upstream.clone());
     // One head limit: the one hyper's read buffer is sized from.
     let mut proxy_config = config.proxy.clone();
     proxy_config.max_head_size = config.max_header_size;
@@ -139,13 +254,7 @@ pub fn start_with_admin(
         Some((tier, purges)) => (Some(tier), Some(purges)),
         None => (None, None),
     };
-    let proxy = Proxy::with_shared(
-        Arc::clone(&store),
-        upstream,
-        proxy_config,
-        revalidator,
-        tier,
-    );
+    let proxy = Proxy::with_sites(Arc::clone(&store), sites, proxy_config, revalidator, tier);
     if let Some(purges) = purges {
         tokio::spawn(apply_purges(proxy.clone(), purges));
     }
@@ -159,13 +268,6 @@ pub fn start_with_admin(
     let mut admin_task = None;
     if let Some(admin) = admin {
         admin_addr = admin.local_addr().ok();
-        let prometheus = match crate::metrics::install_prometheus() {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "/metrics shows this server's gauges only");
-                None
-            }
-        };
         let state = Arc::new(AdminState {
             proxy: proxy.clone(),
             counts: Arc::clone(&counts),
@@ -189,11 +291,17 @@ pub fn start_with_admin(
         access_log: config.access_log,
         allow_purge_from: config.allow_purge_from.clone(),
     });
+    let reloader = Reloader {
+        config: Arc::new(config.clone()),
+        proxy: proxy.clone(),
+        cert,
+    };
     let loop_connections = connections.clone();
     let loop_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
         accept_loop(
             listener,
+            tls,
             shared,
             loop_connections,
             &config,
@@ -208,16 +316,18 @@ pub fn start_with_admin(
             let _ = t.await;
         }
     });
-    Running {
+    Ok(Running {
         addr,
         admin_addr,
+        tls_addr,
         proxy,
         connections,
         in_flight,
         counts,
         shutdown,
         task,
-    }
+        reloader,
+    })
 }
 
 /// Connects (lazily) to the shared tier of `config` and starts its tasks.
@@ -257,8 +367,19 @@ struct Shared {
     allow_purge_from: Vec<IpNet>,
 }
 
+/// Accepts a connection on `tls`, or waits forever without one.
+async fn accept_tls(
+    tls: &Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some((listener, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     shared: Arc<Shared>,
     connections: LiveGauge,
     config: &ServeConfig,
@@ -301,13 +422,24 @@ async fn accept_loop(
                 Err(_) => break, // the semaphore is never closed
             },
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, acceptor) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok((stream, peer)) => (stream, peer, None),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            accepted = accept_tls(&tls) => match accepted {
+                Ok((stream, peer)) => {
+                    let acceptor = tls.as_ref().map(|(_, a)| a.clone());
+                    (stream, peer, acceptor)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the TLS listener");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -316,26 +448,44 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let connection_guard = connections.enter();
         let watch = Arc::new(ConnWatch::new());
-        let service = {
-            let shared = Arc::clone(&shared);
-            let watch = Arc::clone(&watch);
-            service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                let busy = watch.begin();
-                async move { Ok::<_, Infallible>(serve_request(&shared, busy, peer, req).await) }
-            })
-        };
-        let io = TokioIo::new(WatchedIo {
+        let io = WatchedIo {
             inner: stream,
             watch: Arc::clone(&watch),
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        };
+        let builder = builder.clone();
+        let shared = Arc::clone(&shared);
         let shutdown = shutdown.clone();
         let done = done_tx.clone();
         tokio::spawn(async move {
-            drive_connection(conn, &watch, timeouts, &shutdown, peer).await;
+            match acceptor {
+                None => {
+                    let conn = Connection {
+                        shared,
+                        watch,
+                        peer,
+                        over_tls: false,
+                    };
+                    conn.serve(&builder, io, timeouts, &shutdown).await;
+                }
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head: a client that opens a
+                    // connection and sends nothing is dropped after the header read timeout.
+                    let handshake = acceptor.accept(io);
+                    match tokio::time::timeout(timeouts.header_read, handshake).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = Connection {
+                                shared,
+                                watch,
+                                peer,
+                                over_tls: true,
+                            };
+                            conn.serve(&builder, tls_stream, timeouts, &shutdown).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake not done in time"),
+                    }
+                }
+            }
             drop(connection_guard);
             drop(permit);
             drop(done);
@@ -361,6 +511,50 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("a background refresh did not finish in time");
+    }
+}
+
+/// One accepted connection, plain or TLS, and what its requests need.
+struct Connection {
+    shared: Arc<Shared>,
+    watch: Arc<ConnWatch>,
+    peer: SocketAddr,
+    /// Requests arrive over TLS: they are marked [`OverTls`], and keyed `https://`.
+    over_tls: bool,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or HTTP/2 on `io` until the connection ends.
+    async fn serve<I>(
+        self,
+        builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+        io: I,
+        timeouts: Timeouts,
+        shutdown: &CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            shared,
+            watch,
+            peer,
+            over_tls,
+        } = self;
+        let service = {
+            let watch = Arc::clone(&watch);
+            service_fn(move |mut req: Request<Incoming>| {
+                let shared = Arc::clone(&shared);
+                let busy = watch.begin();
+                if over_tls {
+                    req.extensions_mut().insert(OverTls);
+                }
+                async move { Ok::<_, Infallible>(serve_request(&shared, busy, peer, req).await) }
+            })
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        drive_connection(conn, &watch, timeouts, shutdown, peer).await;
     }
 }
 
@@ -611,7 +805,8 @@ impl Drop for BusyGuard {
     }
 }
 
-/// The client's socket, telling its [`ConnWatch`] when bytes arrive.
+/// The client's socket, telling its [`ConnWatch`] when bytes arrive. Under TLS it wraps the
+/// TCP stream, so handshake and record bytes count as progress too.
 struct WatchedIo {
     inner: TcpStream,
     watch: Arc<ConnWatch>,
@@ -715,6 +910,11 @@ async fn serve_request(
     };
     let upstream = resp.extensions().get::<UpstreamTime>().map(|t| t.0);
     record.respond(resp.status().as_u16(), label, upstream);
+    record.site(
+        resp.extensions()
+            .get::<SiteName>()
+            .map(|s| Arc::clone(&s.0)),
+    );
     resp.map(|b| LoggedBody::new(b, record))
 }
 

@@ -1,15 +1,19 @@
-//! The upstream client: pooled connections, timeouts, and header hygiene on the way out.
+//! The upstream client: pooled connections over TCP or TLS, one or more servers chosen
+//! round-robin (a server that fails connections is skipped for a while), timeouts, and header
+//! hygiene on the way out.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, VIA};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -17,6 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
 use crate::policy::headers::strip_hop_by_hop;
+use crate::tls::TlsError;
+pub use crate::tls::UpstreamTls;
 
 /// Why an upstream exchange failed; each maps to the status the client is given.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +75,17 @@ impl UpstreamError {
 /// Where requests go and how long they may take.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// The upstream's base URL (`http://host:port`); its path, if any, is prefixed to every
-    /// request path.
-    pub url: Uri,
+    /// The upstream's servers (`http://host:port` or `https://host:port`), tried round-robin; a
+    /// server's path, if any, is prefixed to every request path sent to it.
+    pub servers: Vec<Uri>,
+    /// The `Host` sent upstream instead of the request's effective authority (a site's
+    /// `upstream_host`), for origins that answer to one internal name only.
+    pub host: Option<String>,
+    /// How `https://` servers are verified.
+    pub tls: UpstreamTls,
+    /// How long a server that refused or failed a connection is skipped before it is tried
+    /// again (nginx's `fail_timeout`).
+    pub fail_timeout: Duration,
     /// Time allowed to establish a connection.
     pub connect_timeout: Duration,
     /// Time allowed from sending the request to receiving the response headers.
@@ -86,15 +100,55 @@ pub struct UpstreamConfig {
     pub queue_timeout: Duration,
 }
 
-/// A pooled HTTP/1.1 client for one upstream.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+impl UpstreamConfig {
+    /// Settings with the defaults of `cachet serve` for one server.
+    pub fn new(server: Uri) -> Self {
+        UpstreamConfig {
+            servers: vec![server],
+            host: None,
+            tls: UpstreamTls::default(),
+            fail_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+            max_concurrency: 256,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why an upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    /// A site with no server.
+    #[error("no upstream server given")]
+    NoServers,
+    /// The TLS material for `https://` servers could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// One server of an upstream.
+struct Server {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
+    /// Milliseconds after the upstream's epoch until which the server is skipped; 0 when it
+    /// is in use. An atomic, so that choosing a server never takes a lock.
+    down_until: AtomicU64,
+}
+
+/// A pooled HTTP/1.1 client for one upstream: one server or several, over plain TCP or TLS.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    servers: Arc<[Server]>,
+    /// Round-robin position.
+    next: Arc<AtomicUsize>,
+    epoch: Instant,
     /// The authority a request without one (HTTP/1.0 without `Host`) is keyed and sent under.
     default_authority: crate::policy::authority::Authority,
+    host: Option<HeaderValue>,
     /// One permit per exchange in flight; see [`UpstreamConfig::max_concurrency`].
     slots: Arc<Semaphore>,
     config: UpstreamConfig,
@@ -108,45 +162,75 @@ pub struct UpstreamPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("url", &self.config.url)
+            .field("servers", &self.config.servers)
             .finish()
     }
 }
 
 impl Upstream {
-    /// Builds the client. The URL was validated when the configuration was read.
-    pub fn new(config: UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+    /// Builds the client. The URLs were validated when the configuration was read; the TLS
+    /// material is read here, so a bad CA file is an error before anything is served.
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamSetupError> {
+        if config.servers.is_empty() {
+            return Err(UpstreamSetupError::NoServers);
+        }
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        // The TLS connector below takes `https://` URIs; the plain one must let them through.
+        http.enforce_http(false);
+        let needs_roots = config
+            .servers
+            .iter()
+            .any(|u| u.scheme() == Some(&Scheme::HTTPS));
+        let tls = crate::tls::client_config(&config.tls, needs_roots)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(256)
             .build(connector);
-        let scheme = config.url.scheme().cloned().unwrap_or(Scheme::HTTP);
-        let authority = config
-            .url
-            .authority()
-            .cloned()
-            .unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-        let base_path = config.url.path().trim_end_matches('/').to_string();
-        let default_authority =
-            crate::policy::authority::Authority::parse(authority.as_str(), scheme.as_str())
-                .unwrap_or_else(|_| {
-                    crate::policy::authority::Authority::parse("localhost", "http")
-                        .expect("a valid literal")
-                });
+        let servers: Vec<Server> = config
+            .servers
+            .iter()
+            .map(|url| Server {
+                scheme: url.scheme().cloned().unwrap_or(Scheme::HTTP),
+                authority: url
+                    .authority()
+                    .cloned()
+                    .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+                base_path: url.path().trim_end_matches('/').to_string(),
+                down_until: AtomicU64::new(0),
+            })
+            .collect();
+        let first = &servers[0];
+        let default_authority = crate::policy::authority::Authority::parse(
+            config.host.as_deref().unwrap_or(first.authority.as_str()),
+            first.scheme.as_str(),
+        )
+        .unwrap_or_else(|_| {
+            crate::policy::authority::Authority::parse("localhost", "http")
+                .expect("a valid literal")
+        });
+        let host = config
+            .host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok());
         let slots = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
-        Upstream {
+        Ok(Upstream {
             client,
-            scheme,
-            authority,
-            base_path,
+            servers: servers.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            epoch: Instant::now(),
             default_authority,
+            host,
             slots,
             config,
-        }
+        })
     }
 
     /// Waits (at most the queue timeout) for an exchange slot. Callers take it *before* they
@@ -182,46 +266,187 @@ impl Upstream {
         &self.default_authority
     }
 
-    /// The upstream's `host:port`.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    /// The settings this upstream was built from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// True while server `index` is being skipped after a failed connection.
+    pub fn is_skipped(&self, index: usize) -> bool {
+        self.servers
+            .get(index)
+            .is_some_and(|s| s.down_until.load(Ordering::Relaxed) > self.now_ms())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next server round-robin, passing over those being skipped and those in `tried`.
+    /// When every candidate is being skipped, the one whose skip ends first is tried all the
+    /// same: an upstream is never refused for want of a server that might answer. Atomics
+    /// only: no lock, let alone across I/O.
+    fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.servers.len();
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
+        let now = self.now_ms();
+        let candidates = (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|i| !tried.contains(i));
+        let mut fallback: Option<(u64, usize)> = None;
+        for i in candidates {
+            let until = self.servers[i].down_until.load(Ordering::Relaxed);
+            if until <= now {
+                return Some(i);
+            }
+            if fallback.is_none_or(|(u, _)| until < u) {
+                fallback = Some((until, i));
+            }
+        }
+        fallback.map(|(_, i)| i)
+    }
+
+    fn mark_failed(&self, index: usize) {
+        if self.servers.len() < 2 {
+            // With one server there is nothing to skip to.
+            return;
+        }
+        let until = self.now_ms() + self.config.fail_timeout.as_millis() as u64;
+        let server = &self.servers[index];
+        if server.down_until.swap(until, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                server = %server.authority,
+                skipped_for = ?self.config.fail_timeout,
+                "upstream server failed a connection; skipping it"
+            );
+        }
+    }
+
+    fn mark_answered(&self, index: usize) {
+        let server = &self.servers[index];
+        if server.down_until.load(Ordering::Relaxed) != 0
+            && server.down_until.swap(0, Ordering::Relaxed) != 0
+        {
+            tracing::info!(server = %server.authority, "upstream server answers again");
+        }
+    }
+
+    /// `request` aimed at server `index`: its scheme, authority and base path before the
+    /// request's own path.
+    fn aim(&self, index: usize, request: &mut Request<Body>) {
+        let server = &self.servers[index];
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = if server.base_path.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}{}", server.base_path, path)
+        };
+        *request.uri_mut() = Uri::builder()
+            .scheme(server.scheme.clone())
+            .authority(server.authority.clone())
+            .path_and_query(target)
+            .build()
+            .unwrap_or_else(|_| Uri::from_static("/"));
     }
 
     /// Sends a request prepared by [`Upstream::prepare`] and waits for the response headers, within
     /// the response timeout. `_permit` is the slot the caller holds for the whole exchange.
+    ///
+    /// The server is chosen round-robin. A server that fails to connect is skipped for the
+    /// fail timeout; a request without a body (nothing was consumed) is then sent to the next
+    /// server, each server at most once. A request with a body is not retried: its body went
+    /// with the first attempt.
     pub async fn send(
         &self,
         _permit: &UpstreamPermit,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let replay = http_body::Body::is_end_stream(request.body()).then(|| {
+            (
+                request.method().clone(),
+                request.uri().clone(),
+                request.headers().clone(),
+            )
+        });
+        let mut tried: Vec<usize> = Vec::new();
+        let mut request = Some(request);
+        loop {
+            let Some(index) = self.pick(&tried) else {
+                unreachable!("pick returns a server while one is untried");
+            };
+            tried.push(index);
+            let mut attempt = match request.take() {
+                Some(r) => r,
+                None => {
+                    let (method, uri, headers) = replay.clone().expect("retried only with a copy");
+                    let mut r = Request::new(crate::body::empty());
+                    *r.method_mut() = method;
+                    *r.uri_mut() = uri;
+                    *r.headers_mut() = headers;
+                    r
+                }
+            };
+            self.aim(index, &mut attempt);
+            let result = self.send_once(attempt).await;
+            match &result {
+                Ok(_) => self.mark_answered(index),
+                Err((_, true)) => self.mark_failed(index),
+                Err((_, false)) => {}
+            }
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err((e, true)) if replay.is_some() && tried.len() < self.servers.len() => {
+                    tracing::debug!(error = %e, "upstream connection failed; trying the next server");
+                }
+                Err((e, _)) => {
+                    crate::metrics::record_upstream_error(match e {
+                        UpstreamError::Unreachable { .. } => "unreachable",
+                        UpstreamError::Timeout(_) => "timeout",
+                        UpstreamError::Busy { .. } => "busy",
+                    });
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One attempt; the flag says whether the connection itself failed (so the server is to
+    /// be skipped and the next one may be tried).
+    async fn send_once(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, (UpstreamError, bool)> {
         let timeout = self.config.response_timeout;
-        let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout)),
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => Err((UpstreamError::Timeout(timeout), false)),
             Ok(Ok(resp)) => Ok(resp),
             // A connect that timed out is a timeout (504); anything else a broken upstream (502).
             // Classified by the io error kind in the cause chain, not by the message's words.
             Ok(Err(e)) if e.is_connect() && caused_by_timeout(&e) => {
-                Err(UpstreamError::Timeout(self.config.connect_timeout))
+                Err((UpstreamError::Timeout(self.config.connect_timeout), true))
             }
-            Ok(Err(e)) => Err(UpstreamError::Unreachable {
-                detail: error_chain(&e),
-                source: e,
-            }),
-        };
-        if let Err(e) = &result {
-            crate::metrics::record_upstream_error(match e {
-                UpstreamError::Unreachable { .. } => "unreachable",
-                UpstreamError::Timeout(_) => "timeout",
-                UpstreamError::Busy { .. } => "busy",
-            });
+            Ok(Err(e)) => {
+                let connect = e.is_connect();
+                Err((
+                    UpstreamError::Unreachable {
+                        detail: error_chain(&e),
+                        source: e,
+                    },
+                    connect,
+                ))
+            }
         }
-        result
     }
 
-    /// Turns a client's request into the one sent upstream: the target rewritten to the upstream,
-    /// hop-by-hop fields removed, `Via` and `X-Forwarded-For` added, and `Host` set to the
-    /// request's effective `authority` (whatever `Host` the client sent), so that name-based
-    /// virtual hosts upstream are asked for exactly what the response will be keyed under.
+    /// Turns a client's request into the one sent upstream: hop-by-hop fields removed, `Via`
+    /// and `X-Forwarded-For` added, and `Host` set to the request's effective `authority`
+    /// (whatever `Host` the client sent), so that name-based virtual hosts upstream are asked
+    /// for exactly what the response will be keyed under; or to the site's `upstream_host`,
+    /// the one name its origin answers to. [`Upstream::send`] aims the target at a server.
     ///
     /// The client's `Content-Length` and `Transfer-Encoding` are never forwarded: hyper frames
     /// the request from `body` itself (its exact size, or chunked), so the framing always
@@ -239,11 +464,8 @@ impl Upstream {
         body: Body,
     ) -> Request<Body> {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let target = format!("{}{}", self.base_path, path);
         let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(target)
+            .path_and_query(path)
             .build()
             .unwrap_or_else(|_| Uri::from_static("/"));
         let mut headers = headers.clone();
@@ -252,8 +474,15 @@ impl Upstream {
         headers.remove(TRANSFER_ENCODING);
         headers.remove(EXPECT);
         headers.remove(HOST);
-        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(HOST, v);
+        match &self.host {
+            Some(host) => {
+                headers.insert(HOST, host.clone());
+            }
+            None => {
+                if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                    headers.insert(HOST, v);
+                }
+            }
         }
         add_via(&mut headers, version);
         if let Some(addr) = client {

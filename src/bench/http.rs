@@ -433,7 +433,7 @@ pub async fn start_instance(
         .await
         .map_err(|error| HttpBenchError::Bind {
             what: "proxy",
-            error,
+            error: std::io::Error::other(error),
         })
 }
 

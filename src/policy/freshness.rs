@@ -7,15 +7,21 @@ use http::header::{HeaderMap, AGE, DATE, EXPIRES, LAST_MODIFIED};
 use http::StatusCode;
 
 use super::cache_control::{CacheControl, MaxStale, DELTA_SECONDS_MAX};
+use super::site_rules::DefaultLifetimes;
 
-/// How heuristic freshness is computed for responses without an explicit lifetime.
-#[derive(Debug, Clone, Copy)]
+/// How freshness is assigned to responses without an explicit lifetime: the operator's default
+/// lifetimes by status first, then the `Last-Modified` heuristic.
+#[derive(Debug, Clone)]
 pub struct Heuristics {
     /// Fraction of the time since `Last-Modified` that a response stays fresh (RFC 9111 4.2.2
     /// suggests 10%).
     pub fraction: f64,
     /// Upper bound on a heuristic lifetime.
     pub cap: Duration,
+    /// Lifetimes a site gives responses of these statuses that state none (its `cache_valid`);
+    /// they take the place of the heuristic, and make a response of a listed status storable
+    /// without `Last-Modified`, as nginx's `proxy_cache_valid` does.
+    pub by_status: DefaultLifetimes,
 }
 
 impl Default for Heuristics {
@@ -23,6 +29,7 @@ impl Default for Heuristics {
         Heuristics {
             fraction: 0.1,
             cap: Duration::from_secs(86_400),
+            by_status: DefaultLifetimes::default(),
         }
     }
 }
@@ -120,6 +127,10 @@ pub fn freshness_lifetime(
         let seconds = expires_value(headers)
             .and_then(|e| e.duration_since(date).ok())
             .map_or(0, |d| d.as_secs().min(DELTA_SECONDS_MAX));
+        return Some(explicit(seconds));
+    }
+    if let Some(seconds) = heuristics.by_status.lookup(status) {
+        // The operator's lifetime for this status: configured, so not a heuristic.
         return Some(explicit(seconds));
     }
     if !(heuristically_cacheable(status) || cc.public) {
@@ -596,9 +607,68 @@ mod tests {
         let custom = Heuristics {
             fraction: 0.5,
             cap: Duration::from_secs(300),
+            ..Heuristics::default()
         };
         let got = freshness_lifetime(StatusCode::OK, &h, &cc, at(0), &custom);
         assert_eq!(got, heuristic(300));
+    }
+
+    #[test]
+    fn a_default_lifetime_by_status_replaces_the_heuristic_but_not_explicit_freshness() {
+        use crate::policy::site_rules::{DefaultLifetimes, StatusMatch};
+        let rules = Heuristics {
+            by_status: DefaultLifetimes::new(vec![
+                (StatusMatch::Code(200), 600),
+                (StatusMatch::Code(302), 30),
+            ]),
+            ..Heuristics::default()
+        };
+        let explicit = |seconds| {
+            Some(Lifetime {
+                seconds,
+                heuristic: false,
+            })
+        };
+        let rows = [
+            ("no freshness, 200 listed", 200, vec![], explicit(600)),
+            (
+                "302 listed, not heuristically cacheable",
+                302,
+                vec![],
+                explicit(30),
+            ),
+            (
+                "Last-Modified: the operator's lifetime, not 10%",
+                200,
+                vec![("date", date(0)), ("last-modified", date(-100_000))],
+                explicit(600),
+            ),
+            (
+                "max-age wins",
+                200,
+                vec![("cache-control", s("max-age=5"))],
+                explicit(5),
+            ),
+            (
+                "s-maxage wins",
+                302,
+                vec![("cache-control", s("s-maxage=7"))],
+                explicit(7),
+            ),
+            ("404 not listed, no heuristic", 404, vec![], None),
+        ];
+        for (rule, status, fields, want) in rows {
+            let h = headers(&fields);
+            let cc = CacheControl::from_headers(&h);
+            let got = freshness_lifetime(
+                StatusCode::from_u16(status).unwrap(),
+                &h,
+                &cc,
+                at(0),
+                &rules,
+            );
+            assert_eq!(got, want, "{rule}");
+        }
     }
 
     /// Each row: status, whether RFC 9110 15.1 lists it as heuristically cacheable.

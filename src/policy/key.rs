@@ -73,11 +73,21 @@ use crate::policy::authority::Authority;
 /// different (authority, path, query) give one key. An empty path is written as `/`; `scheme`
 /// is the listener's, never the client's.
 pub fn cache_key(scheme: &str, authority: &Authority, uri: &Uri) -> Key {
-    let path = match uri.path() {
+    cache_key_with_query(scheme, authority, uri.path(), uri.query())
+}
+
+/// [`cache_key`] from the path and the query as the key is to hold it (a site may leave some
+/// parameters out: `SiteRules::key_query`).
+pub fn cache_key_with_query(
+    scheme: &str,
+    authority: &Authority,
+    path: &str,
+    query: Option<&str>,
+) -> Key {
+    let path = match path {
         "" => "/",
         p => p,
     };
-    let query = uri.query();
     let mut key = String::with_capacity(
         scheme.len() + 3 + authority.as_str().len() + path.len() + query.map_or(0, |q| q.len() + 1),
     );

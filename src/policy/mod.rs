@@ -13,6 +13,7 @@ pub mod headers;
 pub mod key;
 pub mod purge;
 pub mod range;
+pub mod site_rules;
 pub mod storable;
 pub mod targeted;
 #[cfg(test)]

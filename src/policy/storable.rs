@@ -8,7 +8,7 @@ use super::freshness::{has_explicit_freshness, header_date, heuristically_cachea
 use super::vary::{vary_spec, VarySpec};
 
 /// Switches that change what is storable.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreRules {
     /// Store responses that carry `Set-Cookie`. Off by default: RFC 9111 permits it, but sharing
     /// one user's cookie with the next is the classic cache leak.
@@ -134,6 +134,10 @@ pub fn storable(
         return Err(NotStorable::VaryStar);
     }
     if has_explicit_freshness(response, &cc) {
+        return Ok(());
+    }
+    // A lifetime the operator gave this status (a site's `cache_valid`).
+    if rules.heuristics.by_status.lookup(status).is_some() {
         return Ok(());
     }
     if !(heuristically_cacheable(status) || cc.public) {
@@ -570,6 +574,42 @@ mod tests {
             &rules,
         );
         assert_eq!(got, Ok(()));
+    }
+
+    #[test]
+    fn a_status_with_a_default_lifetime_is_storable_without_freshness_or_validators() {
+        use crate::policy::site_rules::{DefaultLifetimes, StatusMatch};
+        let mut rules = StoreRules::default();
+        rules.heuristics.by_status = DefaultLifetimes::new(vec![(StatusMatch::Code(302), 60)]);
+        let none = HeaderMap::new();
+        let check = |status: u16, resp: &[(&str, &str)], rules: &StoreRules| {
+            storable(
+                &Method::GET,
+                &none,
+                StatusCode::from_u16(status).unwrap(),
+                &headers(resp),
+                rules,
+            )
+        };
+        assert_eq!(check(302, &[], &rules), Ok(()));
+        assert_eq!(
+            check(302, &[], &StoreRules::default()),
+            Err(NotStorable::NoFreshness)
+        );
+        // The default lifetime never overrides what the response forbids.
+        assert_eq!(
+            check(302, &[("cache-control", "no-store")], &rules),
+            Err(NotStorable::NoStore)
+        );
+        assert_eq!(
+            check(302, &[("cache-control", "private")], &rules),
+            Err(NotStorable::Private)
+        );
+        assert_eq!(
+            check(302, &[("set-cookie", "a=1")], &rules),
+            Err(NotStorable::SetCookie)
+        );
+        assert_eq!(check(404, &[], &rules), Err(NotStorable::NoFreshness));
     }
 
     /// Each row: the variant, the `detail` text it renders as in `Cache-Status`.

@@ -34,7 +34,8 @@ use crate::shared::FillLock;
 use crate::store::{CachedResponse, Key};
 use crate::upstream::{add_via, Upstream, UpstreamError, UpstreamPermit};
 
-use super::{Inner, StoredResponse};
+use super::{Inner, StoredResponse, Target};
+use crate::site::Site;
 
 /// A stale response a fetch may fall back on or refresh.
 pub(super) struct Stale {
@@ -80,6 +81,9 @@ pub(super) enum Head {
 pub(super) struct FillRequest {
     uri: http::Uri,
     authority: Authority,
+    /// The site the request picked: the fill goes to its upstream and is stored by its rules,
+    /// even if a reload replaces the site meanwhile.
+    site: Arc<Site>,
     version: http::Version,
     client: Option<SocketAddr>,
     headers: HeaderMap,
@@ -89,10 +93,11 @@ pub(super) struct FillRequest {
 }
 
 impl FillRequest {
-    pub(super) fn new(parts: &Parts, authority: Authority, client: Option<SocketAddr>) -> Self {
+    pub(super) fn new(parts: &Parts, target: &Target, client: Option<SocketAddr>) -> Self {
         FillRequest {
             uri: parts.uri.clone(),
-            authority,
+            authority: target.authority.clone(),
+            site: Arc::clone(&target.site),
             version: parts.version,
             client,
             headers: fill_request_headers(&parts.headers),
@@ -120,17 +125,18 @@ impl FillRequest {
         self.lock = None;
     }
 
+    /// The upstream of the request's site.
+    pub(super) fn upstream(&self) -> &Upstream {
+        self.site.upstream()
+    }
+
     /// The upstream request, with `validators` added when revalidating.
-    fn to_request(
-        &self,
-        upstream: &Upstream,
-        validators: &[(HeaderName, HeaderValue)],
-    ) -> Request<Body> {
+    fn to_request(&self, validators: &[(HeaderName, HeaderValue)]) -> Request<Body> {
         let mut headers = self.headers.clone();
         for (name, value) in validators {
             headers.insert(name.clone(), value.clone());
         }
-        upstream.prepare(
+        self.upstream().prepare(
             Method::GET,
             &self.uri,
             &headers,
@@ -192,9 +198,9 @@ pub(super) async fn exchange(
         .unwrap_or_default();
     let mut request_time = SystemTime::now();
     let started = Instant::now();
-    let mut sent = inner
-        .upstream
-        .send(&permit, fill.to_request(&inner.upstream, &validators))
+    let mut sent = fill
+        .upstream()
+        .send(&permit, fill.to_request(&validators))
         .await;
     if let (Ok(resp), Some(s)) = (&sent, &stale) {
         let stored = &s.entry;
@@ -205,10 +211,7 @@ pub(super) async fn exchange(
             // it cannot refresh ours, so ask again without conditions.
             request_time = SystemTime::now();
             metrics::record_upstream(started.elapsed());
-            sent = inner
-                .upstream
-                .send(&permit, fill.to_request(&inner.upstream, &[]))
-                .await;
+            sent = fill.upstream().send(&permit, fill.to_request(&[])).await;
         }
     }
     let elapsed = started.elapsed();
@@ -244,13 +247,17 @@ pub(super) async fn exchange(
             requester.headers = conditional::merge_not_modified(&stored.headers, &head.headers);
             requester.request_time = request_time;
             requester.response_time = response_time;
-            let (cc, lifetime) =
-                inner.freshness(requester.status, &requester.headers, response_time);
+            let (cc, lifetime) = inner.freshness(
+                fill.site.store_rules(),
+                requester.status,
+                &requester.headers,
+                response_time,
+            );
             requester.cc = cc;
             requester.lifetime = lifetime;
             requester.derive_age();
             let mut refreshed = requester.clone();
-            if !inner.config.rules.allow_set_cookie {
+            if !fill.site.store_rules().allow_set_cookie {
                 // A cookie set on a 304 is one client's; it must not become part of the entry.
                 refreshed.headers.remove(http::header::SET_COOKIE);
             }
@@ -282,7 +289,7 @@ pub(super) async fn exchange(
         &fill.headers,
         head.status,
         &targeted::effective_headers(&head.headers),
-        &inner.config.rules,
+        fill.site.store_rules(),
     );
     let max = inner.config.max_object_size;
     let declared = head
@@ -293,7 +300,12 @@ pub(super) async fn exchange(
     if verdict.is_ok() && declared.is_some_and(|n| n > max) {
         verdict = Err(NotStorable::TooLarge);
     }
-    let (cc, lifetime) = inner.freshness(head.status, &head.headers, response_time);
+    let (cc, lifetime) = inner.freshness(
+        fill.site.store_rules(),
+        head.status,
+        &head.headers,
+        response_time,
+    );
     let ttl_verdict = verdict.map(|()| lifetime as i64);
     if let Err(reason) = verdict {
         // The head already shows the response cannot be shared: release the followers now,
@@ -307,7 +319,7 @@ pub(super) async fn exchange(
             inner.hit_for_miss.remember(&key);
         }
     }
-    let idle = inner.upstream.response_timeout();
+    let idle = fill.upstream().response_timeout();
     let entry_of = |body: Bytes, mut headers: HeaderMap| {
         strip_unshareable_fields(&mut headers, &cc);
         CachedResponse {

@@ -32,13 +32,14 @@ use crate::policy::cache_control::request_no_cache;
 use crate::policy::conditional::{self, Precondition};
 use crate::policy::freshness::{current_age, decide, freshness_lifetime, Stored};
 use crate::policy::headers::{drop_framing_copied_beside_chunked, strip_hop_by_hop};
-use crate::policy::key::{cache_key, same_origin_key};
+use crate::policy::key::{cache_key_with_query, same_origin_key};
 use crate::policy::purge::PurgeTarget;
 use crate::policy::targeted;
 use crate::policy::vary::{self, VarySpec};
 use crate::policy::{self, CacheControl, CacheStatus, Decision, Fwd, StoreRules};
 use crate::revalidate::Revalidator;
 use crate::shared::{self, codec, FillLock, Lock, Shared};
+use crate::site::{Site, SiteTable, Sites};
 use crate::store::{CachedResponse, Entry, Key, Store, VariantMembers};
 use crate::upstream::{add_via, HeldBody, Upstream};
 
@@ -91,6 +92,15 @@ impl Default for ProxyConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTime(pub Duration);
 
+/// The site a request was served for, attached as a response extension for the access log.
+#[derive(Debug, Clone)]
+pub struct SiteName(pub Arc<str>);
+
+/// Marks a request that arrived over TLS (a request extension the TLS listener sets): its key's
+/// scheme is `https`, so an entry fetched for `http://` is never served as `https://`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// The caching proxy: cheap to clone, one per server.
 #[derive(Clone)]
 pub struct Proxy {
@@ -99,7 +109,8 @@ pub struct Proxy {
 
 struct Inner {
     store: Arc<dyn Store>,
-    upstream: Upstream,
+    /// The sites in service; a request keeps the one it picked, whatever a reload does.
+    sites: SiteTable,
     coalescer: Coalescer,
     config: ProxyConfig,
     revalidator: Revalidator,
@@ -130,7 +141,7 @@ impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
             .field("store", &self.inner.store.name())
-            .field("upstream", &self.inner.upstream)
+            .field("sites", &self.inner.sites.current().all().len())
             .finish()
     }
 }
@@ -221,10 +232,22 @@ impl Proxy {
         revalidator: Revalidator,
         shared: Option<Arc<Shared>>,
     ) -> Self {
+        let sites = Sites::single(upstream, config.rules.clone());
+        Self::with_sites(store, sites, config, revalidator, shared)
+    }
+
+    /// A proxy serving `sites`, each request sent to the upstream of the site its host picks.
+    pub fn with_sites(
+        store: Arc<dyn Store>,
+        sites: Sites,
+        config: ProxyConfig,
+        revalidator: Revalidator,
+        shared: Option<Arc<Shared>>,
+    ) -> Self {
         Proxy {
             inner: Arc::new(Inner {
                 store,
-                upstream,
+                sites: SiteTable::new(sites),
                 coalescer: Coalescer::default(),
                 config,
                 revalidator,
@@ -234,6 +257,17 @@ impl Proxy {
                 shared,
             }),
         }
+    }
+
+    /// Serves `sites` from now on (a reload). Requests in flight finish with the site they
+    /// started with; the store, the coalescer and the fills in flight are kept.
+    pub fn replace_sites(&self, sites: Sites) {
+        self.inner.sites.replace(sites);
+    }
+
+    /// The sites in service.
+    pub fn sites(&self) -> Arc<Sites> {
+        self.inner.sites.snapshot()
     }
 
     /// The shared tier, when there is one.
@@ -307,7 +341,8 @@ impl Proxy {
     /// Upstream exchange slots free now: `--upstream-max-concurrency` less the exchanges in
     /// flight (fills whose client left included).
     pub fn upstream_slots_free(&self) -> usize {
-        self.inner.upstream.free_slots()
+        let sites = self.inner.sites.current();
+        sites.all().iter().map(|s| s.upstream().free_slots()).sum()
     }
 
     /// The cache key a request is stored under (its validated effective authority and target),
@@ -324,9 +359,12 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
+        let mut site = None;
         let mut resp = match self.inner.target(&parts) {
             Err(refusal) => refusal.into_response(),
             Ok(target) => {
+                site = Some(Arc::clone(&target.site));
+                let bypass = target.site.rules().bypass(parts.uri.path(), &parts.headers);
                 // A GET or HEAD that carries content is refused (400), not looked up and not
                 // passed on. RFC 9110 9.3.1 gives such content no meaning, and origins differ on
                 // it: one that answers without reading it would take the content for the next
@@ -341,13 +379,17 @@ impl Proxy {
                         "a GET or HEAD request may not carry content".into(),
                     )
                     .into_response()
-                } else if cacheable {
+                } else if cacheable && bypass.is_none() {
                     self.inner
                         .clone()
                         .lookup_and_serve(parts, target, client)
                         .await
                 } else {
-                    let detail = "method";
+                    let detail = match bypass {
+                        Some(policy::site_rules::Bypass::Path) => "bypass-path",
+                        Some(policy::site_rules::Bypass::Cookie) => "bypass-cookie",
+                        None => "method",
+                    };
                     let (body, failed) = body::Watched::new(body);
                     let body = body.map_err(BoxError::from).boxed();
                     let resp = self
@@ -369,6 +411,11 @@ impl Proxy {
             .extensions_mut()
             .get_or_insert_with(|| CacheResult::Error);
         metrics::record_request(result, started.elapsed());
+        if let Some(site) = site {
+            site.series().record(result);
+            resp.extensions_mut()
+                .insert(SiteName(Arc::clone(site.name())));
+        }
         resp
     }
 }
@@ -380,10 +427,15 @@ impl Proxy {
 pub(crate) struct Target {
     pub(crate) authority: Authority,
     pub(crate) key: Key,
+    /// The site the authority picked: its upstream, its rules.
+    pub(crate) site: Arc<Site>,
 }
 
-/// The scheme of the listener: the key's scheme, whatever a client writes in its target.
-const SCHEME: &str = "http";
+impl Target {
+    fn upstream(&self) -> &Upstream {
+        self.site.upstream()
+    }
+}
 
 impl Inner {
     /// Validates the request target and computes its one effective authority, or answers the
@@ -415,12 +467,31 @@ impl Inner {
                 "request header fields too large".into(),
             ));
         }
-        let authority = effective_authority(parts, SCHEME, self.upstream.default_authority())
-            .map_err(|e| {
+        // The listener's scheme, never the client's: the key's scheme, and the default port
+        // the authority is normalised against.
+        let scheme = if parts.extensions.get::<OverTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let sites = self.sites.current();
+        let authority =
+            effective_authority(parts, scheme, sites.fallback_authority()).map_err(|e| {
                 Refusal::new(StatusCode::BAD_REQUEST, format!("bad request: {e}").into())
             })?;
-        let key = cache_key(SCHEME, &authority, &parts.uri);
-        Ok(Target { authority, key })
+        let Some(site) = sites.pick(&authority) else {
+            return Err(Refusal::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("no site is configured for host {authority}").into(),
+            ));
+        };
+        let query = site.rules().key_query(parts.uri.query());
+        let key = cache_key_with_query(scheme, &authority, parts.uri.path(), query.as_deref());
+        Ok(Target {
+            authority,
+            key,
+            site: Arc::clone(site),
+        })
     }
 
     fn lookup(&self, key: &Key, headers: &HeaderMap) -> Lookup {
@@ -714,8 +785,12 @@ impl Inner {
             metrics::record_shared_lookup("miss");
             return None;
         }
-        let (cc, lifetime) =
-            self.freshness(decoded.status, &decoded.headers, decoded.response_time);
+        let (cc, lifetime) = self.freshness(
+            target.site.store_rules(),
+            decoded.status,
+            &decoded.headers,
+            decoded.response_time,
+        );
         let response = decoded.into_response(cc, lifetime);
         let req_cc = CacheControl::from_headers(&parts.headers);
         let no_cache = request_no_cache(&parts.headers, &req_cc);
@@ -753,7 +828,7 @@ impl Inner {
         };
         let inner = Arc::clone(self);
         let primary = target.key.clone();
-        let fill = FillRequest::new(parts, target.authority.clone(), None);
+        let fill = FillRequest::new(parts, target, None);
         let stale = Stale {
             entry: found.entry.clone(),
             serve_on_error: false,
@@ -761,7 +836,7 @@ impl Inner {
         let job = async move {
             // A refresh counts against the upstream bound like any exchange; one that finds no
             // slot is dropped (the stale entry stays, a later request refreshes it).
-            let Ok(permit) = inner.upstream.acquire().await else {
+            let Ok(permit) = fill.upstream().acquire().await else {
                 metrics::record_refresh_dropped();
                 return;
             };
@@ -789,18 +864,18 @@ impl Inner {
         client: Option<SocketAddr>,
     ) -> Response<Body> {
         let Role { leader, lock } = role;
-        let key = target.key;
+        let key = target.key.clone();
         // The slot is taken here, in the client's task, before the fill is spawned: a client
         // that leaves while waiting for it costs the upstream nothing. The spawned fill then
         // holds it to its end, even if its client is gone.
-        let permit = match self.upstream.acquire().await {
+        let permit = match target.upstream().acquire().await {
             Ok(permit) => permit,
             Err(e) => {
                 status.detail = Some(e.kind().into());
                 return error_response(e.status(), &e.to_string(), status, None);
             }
         };
-        let fill = FillRequest::new(&parts, target.authority, client).with_lock(lock);
+        let fill = FillRequest::new(&parts, &target, client).with_lock(lock);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(exchange(
             Arc::clone(&self),
@@ -900,8 +975,15 @@ impl Inner {
         client: Option<SocketAddr>,
         status: CacheStatus,
     ) -> Response<Body> {
-        let request = self.upstream_request(&parts, &target.authority, client, body::empty());
-        self.relay(request, status, CacheResult::Miss, |_| {}).await
+        let request = self.upstream_request(&parts, target, client, body::empty());
+        self.relay(
+            target.upstream(),
+            request,
+            status,
+            CacheResult::Miss,
+            |_| {},
+        )
+        .await
     }
 
     /// Passes a request with a method we do not cache, and invalidates what a successful unsafe
@@ -916,24 +998,32 @@ impl Inner {
     ) -> Response<Body> {
         let mut status = CacheStatus::forward(Fwd::Bypass);
         status.detail = Some(detail.into());
-        let key = target.key;
-        let request = self.upstream_request(&parts, &target.authority, client, body);
-        self.relay(request, status, CacheResult::Bypass, |head| {
-            if !policy::invalidates(&parts.method, head.status) {
-                return;
-            }
-            self.invalidate(&key);
-            for name in [LOCATION, CONTENT_LOCATION] {
-                if let Some(target) = head
-                    .headers
-                    .get(&name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| same_origin_key(&key, v))
-                {
-                    self.invalidate(&target);
+        let key = target.key.clone();
+        let request = self.upstream_request(&parts, &target, client, body);
+        let rules = target.site.rules();
+        self.relay(
+            target.upstream(),
+            request,
+            status,
+            CacheResult::Bypass,
+            |head| {
+                if !policy::invalidates(&parts.method, head.status) {
+                    return;
                 }
-            }
-        })
+                self.invalidate(&key);
+                for name in [LOCATION, CONTENT_LOCATION] {
+                    if let Some(target) = head
+                        .headers
+                        .get(&name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| same_origin_key(&key, v))
+                    {
+                        // Keyed as a request for that URL would be, ignored parameters left out.
+                        self.invalidate(&Key::new(rules.filter_key(target.as_str())));
+                    }
+                }
+            },
+        )
         .await
     }
 
@@ -942,15 +1032,15 @@ impl Inner {
     fn upstream_request(
         &self,
         parts: &Parts,
-        authority: &Authority,
+        target: &Target,
         client: Option<SocketAddr>,
         body: Body,
     ) -> Request<Body> {
-        self.upstream.prepare(
+        target.upstream().prepare(
             parts.method.clone(),
             &parts.uri,
             &parts.headers,
-            authority,
+            &target.authority,
             parts.version,
             client,
             body,
@@ -961,13 +1051,14 @@ impl Inner {
     /// `Via` and `Cache-Status`; `on_head` sees the response head first.
     async fn relay(
         &self,
+        upstream: &Upstream,
         request: Request<Body>,
         mut status: CacheStatus,
         result: CacheResult,
         on_head: impl FnOnce(&http::response::Parts),
     ) -> Response<Body> {
         let started = Instant::now();
-        let permit = match self.upstream.acquire().await {
+        let permit = match upstream.acquire().await {
             Ok(permit) => permit,
             Err(e) => {
                 status.detail = Some(e.kind().into());
@@ -977,7 +1068,7 @@ impl Inner {
         // A client that leaves drops this future (before the head) or the body (after it), and
         // with either the upstream exchange and its slot: a pass-through never outlives its
         // client.
-        match self.upstream.send(&permit, request).await {
+        match upstream.send(&permit, request).await {
             Err(e) => {
                 status.detail = Some(e.kind().into());
                 error_response(e.status(), &e.to_string(), status, Some(started.elapsed()))
@@ -1006,6 +1097,7 @@ impl Inner {
     /// `Expires` otherwise.
     fn freshness(
         &self,
+        rules: &StoreRules,
         status: StatusCode,
         headers: &HeaderMap,
         response_time: SystemTime,
@@ -1015,14 +1107,9 @@ impl Inner {
         if cc.stale_if_error.is_none() && !self.config.stale_if_error.is_zero() {
             cc.stale_if_error = Some(self.config.stale_if_error.as_secs());
         }
-        let lifetime = freshness_lifetime(
-            status,
-            &effective,
-            &cc,
-            response_time,
-            &self.config.rules.heuristics,
-        )
-        .map_or(0, |l| l.seconds);
+        let lifetime =
+            freshness_lifetime(status, &effective, &cc, response_time, &rules.heuristics)
+                .map_or(0, |l| l.seconds);
         (cc, lifetime)
     }
 

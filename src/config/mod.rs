@@ -21,9 +21,13 @@ use ipnet::IpNet;
 use crate::policy::{Heuristics, StoreRules};
 use crate::proxy::ProxyConfig;
 use crate::shared::{RedisTarget, SharedConfig};
+use crate::site::SiteConfig;
 use crate::store::{Backend, Eviction, MokaPolicy};
+use crate::tls::{CertFiles, UpstreamTls};
 use crate::units::{parse_duration, parse_size_within};
 use crate::upstream::UpstreamConfig;
+
+pub mod sites;
 
 /// Flags of `cachet serve`.
 ///
@@ -41,10 +45,58 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHET_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_addr, value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// The origin to forward to, as an http:// URL (e.g. http://127.0.0.1:9000). Required, here,
-    /// in CACHET_UPSTREAM or in the config file.
+    /// The origin to forward to, as an http:// or https:// URL (e.g. http://127.0.0.1:9000).
+    /// Required, here, in CACHET_UPSTREAM or in the config file, unless the file declares
+    /// [[site]] tables (each with its own upstream).
     #[arg(long, env = "CACHET_UPSTREAM", value_parser = parse_upstream, value_name = "URL")]
     pub upstream: Option<Uri>,
+
+    /// The Host header sent to the upstream instead of the request's own (for an origin that
+    /// answers to one name only). Entries are still keyed by the request's host.
+    #[arg(long, env = "CACHET_UPSTREAM_HOST", value_parser = parse_host_header, value_name = "HOST")]
+    pub upstream_host: Option<String>,
+
+    /// Verify https:// upstreams against the certificates in this PEM file instead of the
+    /// system's roots.
+    #[arg(
+        long,
+        env = "CACHET_UPSTREAM_CA",
+        value_name = "FILE",
+        help_heading = "TLS"
+    )]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Do not verify the certificates of https:// upstreams (encrypted, not authenticated).
+    /// Only for testing against an origin with a self-made certificate.
+    #[arg(
+        long,
+        env = "CACHET_UPSTREAM_INSECURE_SKIP_TLS_VERIFY",
+        help_heading = "TLS"
+    )]
+    pub upstream_insecure_skip_tls_verify: bool,
+
+    /// Address of a TLS listener (HTTPS, with ALPN h2 and http/1.1) beside --listen; needs
+    /// --tls-cert and --tls-key. Off when not given.
+    #[arg(long, env = "CACHET_TLS_LISTEN", value_parser = parse_addr, value_name = "ADDR", help_heading = "TLS")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain (leaf first) of the TLS listener; re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "CACHET_TLS_CERT",
+        value_name = "FILE",
+        help_heading = "TLS"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the TLS listener; re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "CACHET_TLS_KEY",
+        value_name = "FILE",
+        help_heading = "TLS"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// Store backend: rwlock (RwLock<HashMap>, CLOCK), sharded (dashmap, CLOCK per shard) or
     /// moka (W-TinyLFU).
@@ -139,6 +191,11 @@ pub struct ServeArgs {
     /// How long a request waits for an upstream exchange slot before it is answered 503.
     #[arg(long, env = "CACHET_UPSTREAM_QUEUE_TIMEOUT", default_value = "5s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
     pub upstream_queue_timeout: Duration,
+
+    /// How long an upstream server that failed a connection is skipped (when its site has
+    /// another) before it is tried again.
+    #[arg(long, env = "CACHET_UPSTREAM_FAIL_TIMEOUT", default_value = "10s", value_parser = parse_duration_arg, help_heading = "Limits and timeouts")]
+    pub upstream_fail_timeout: Duration,
 
     /// Time a client has to send its request headers, from the connection's start or the first
     /// byte of a request (against slowloris); the connection is closed after it.
@@ -333,24 +390,31 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Checks an upstream URL: absolute, `http`, with a host.
+/// Checks a `Host` to send upstream: `host[:port]`.
+pub fn parse_host_header(s: &str) -> Result<String, String> {
+    crate::policy::authority::Authority::parse(s.trim(), "http")
+        .map(|a| a.as_str().to_string())
+        .map_err(|e| format!("invalid upstream host {s:?}: {e}"))
+}
+
+/// Checks an upstream URL: absolute, `http` or `https`, with a host.
 pub fn parse_upstream(s: &str) -> Result<Uri, String> {
     let uri: Uri = s
         .trim()
         .parse()
         .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "invalid upstream URL {s:?}: https upstreams are not supported yet; use http://"
-            ))
-        }
+        Some("http" | "https") => {}
         _ => {
             return Err(format!(
-                "invalid upstream URL {s:?}: expected http://host[:port]"
+                "invalid upstream URL {s:?}: expected http://host[:port] or https://host[:port]"
             ))
         }
+    }
+    if uri.query().is_some() {
+        return Err(format!(
+            "invalid upstream URL {s:?}: a query is not allowed"
+        ));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("invalid upstream URL {s:?}: no host"));
@@ -401,6 +465,77 @@ pub struct ServeConfig {
     pub access_log: Option<LogFormat>,
     /// The shared tier, or `None` for none.
     pub shared: Option<SharedConfig>,
+    /// The sites the config file declares; none means one site, the default, for
+    /// [`ServeConfig::upstream`].
+    pub sites: Vec<SiteConfig>,
+    /// The TLS listener, or `None` for none.
+    pub tls: Option<TlsListen>,
+    /// The config file, re-read on reload.
+    pub config_file: Option<PathBuf>,
+}
+
+/// The TLS listener's address and certificate files.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// Where it accepts.
+    pub listen: SocketAddr,
+    /// Its certificate chain and key.
+    pub files: CertFiles,
+}
+
+impl ServeConfig {
+    /// The sites to serve: those declared, or the one `--upstream` stands for.
+    pub fn site_configs(&self) -> Vec<SiteConfig> {
+        if !self.sites.is_empty() {
+            return self.sites.clone();
+        }
+        vec![SiteConfig {
+            name: "default".into(),
+            hosts: Vec::new(),
+            default: true,
+            upstream: self.upstream.clone(),
+            rules: Default::default(),
+            store: self.proxy.rules.clone(),
+        }]
+    }
+
+    /// Reads the config file's sites again (a reload), with the same defaults as at start-up.
+    /// Without a file, or when the file declares none, the sites in service are kept as they
+    /// are (`Ok(None)`).
+    pub fn reload_sites(&self) -> Result<Option<Vec<SiteConfig>>, ConfigFileError> {
+        let Some(path) = &self.config_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        // The file's other settings are checked too: a reload must not accept a file that the
+        // next start would refuse.
+        parse_config_text(path, &text)?;
+        let sites = sites::parse_sites(path, &text, &self.site_defaults())?;
+        if sites.is_empty() {
+            if self.sites.is_empty() {
+                return Ok(None);
+            }
+            return Err(ConfigFileError::Site {
+                path: path.clone(),
+                site: String::new(),
+                reason: "the file no longer declares any [[site]]; the sites in service are kept (a restart would need --upstream)".into(),
+            });
+        }
+        Ok(Some(sites))
+    }
+
+    fn site_defaults(&self) -> sites::SiteDefaults {
+        let mut upstream = self.upstream.clone();
+        upstream.servers.clear();
+        upstream.host = None;
+        sites::SiteDefaults {
+            upstream,
+            store: self.proxy.rules.clone(),
+        }
+    }
 }
 
 /// The smallest `--max-header-size` hyper accepts (its minimum read buffer).
@@ -417,6 +552,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// The config file's sites cannot be served.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -429,12 +567,103 @@ fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
 impl ServeArgs {
     /// Checks relations between values and builds the typed configuration.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
-        let Some(upstream) = self.upstream.clone() else {
-            return Err(invalid(
-                "--upstream",
-                "missing: give --upstream URL, CACHET_UPSTREAM or `upstream` in the config file",
-            ));
+        let upstream_template = UpstreamConfig {
+            servers: Vec::new(),
+            host: None,
+            tls: UpstreamTls {
+                ca_file: self.upstream_ca.clone(),
+                insecure_skip_verify: self.upstream_insecure_skip_tls_verify,
+            },
+            fail_timeout: self.upstream_fail_timeout,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.upstream_timeout,
+            pool_idle_timeout: Duration::from_secs(90),
+            max_concurrency: self.upstream_max_concurrency as usize,
+            queue_timeout: self.upstream_queue_timeout,
         };
+        let store_rules = StoreRules {
+            allow_set_cookie: self.allow_set_cookie,
+            heuristics: Heuristics {
+                fraction: 0.1,
+                cap: self.heuristic_cap,
+                by_status: Default::default(),
+            },
+        };
+        let sites = match &self.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let defaults = sites::SiteDefaults {
+                    upstream: upstream_template.clone(),
+                    store: store_rules.clone(),
+                };
+                sites::parse_sites(path, &text, &defaults)?
+            }
+            None => Vec::new(),
+        };
+        let upstream = match (&self.upstream, sites.is_empty()) {
+            (Some(url), true) => url.clone(),
+            (None, true) => {
+                return Err(invalid(
+                    "--upstream",
+                    "missing: give --upstream URL, CACHET_UPSTREAM, `upstream` in the config file, or [[site]] tables",
+                ));
+            }
+            (Some(_), false) => {
+                return Err(invalid(
+                    "--upstream",
+                    "given beside [[site]] tables in the config file: give each site its upstream (and mark one `default = true` for other hosts)",
+                ));
+            }
+            // The sites carry their upstreams; this one is not used.
+            (None, false) => Uri::from_static("http://127.0.0.1"),
+        };
+        if !sites.is_empty() && self.upstream_host.is_some() {
+            return Err(invalid(
+                "--upstream-host",
+                "given beside [[site]] tables: set `upstream_host` in the site",
+            ));
+        }
+        let tls =
+            match (self.tls_listen, &self.tls_cert, &self.tls_key) {
+                (None, None, None) => None,
+                (Some(listen), Some(cert), Some(key)) => {
+                    if listen == self.listen && listen.port() != 0 {
+                        return Err(invalid(
+                            "--tls-listen",
+                            format!("{listen} is also the --listen address"),
+                        ));
+                    }
+                    let files = CertFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    };
+                    // Read now, so that a bad file stops the start with its name.
+                    files
+                        .load()
+                        .map_err(|e| invalid("--tls-cert", e.to_string()))?;
+                    Some(TlsListen { listen, files })
+                }
+                (None, _, _) => return Err(invalid(
+                    "--tls-listen",
+                    "missing: --tls-cert and --tls-key are given without a --tls-listen address",
+                )),
+                (Some(_), None, _) => {
+                    return Err(invalid(
+                        "--tls-cert",
+                        "missing: --tls-listen needs a certificate chain",
+                    ))
+                }
+                (Some(_), Some(_), None) => {
+                    return Err(invalid(
+                        "--tls-key",
+                        "missing: --tls-listen needs a private key",
+                    ))
+                }
+            };
         // The flags' parsers refuse these already; `ServeArgs` built by hand is checked here.
         if self.capacity < MIN_CAPACITY {
             return Err(invalid("--capacity", "must be at least 1MiB"));
@@ -515,12 +744,9 @@ impl ServeArgs {
         Ok(ServeConfig {
             listen: self.listen,
             upstream: UpstreamConfig {
-                url: upstream,
-                connect_timeout: self.connect_timeout,
-                response_timeout: self.upstream_timeout,
-                pool_idle_timeout: Duration::from_secs(90),
-                max_concurrency: self.upstream_max_concurrency as usize,
-                queue_timeout: self.upstream_queue_timeout,
+                servers: vec![upstream],
+                host: self.upstream_host.clone(),
+                ..upstream_template
             },
             backend: self.backend,
             eviction: self.eviction,
@@ -530,13 +756,7 @@ impl ServeArgs {
                 max_object_size: self.max_object_size,
                 coalesce_timeout: self.coalesce_timeout,
                 stale_if_error: self.stale_if_error,
-                rules: StoreRules {
-                    allow_set_cookie: self.allow_set_cookie,
-                    heuristics: Heuristics {
-                        fraction: 0.1,
-                        cap: self.heuristic_cap,
-                    },
-                },
+                rules: store_rules,
                 max_head_size: self.max_header_size as usize,
             },
             header_read_timeout: self.header_read_timeout,
@@ -555,6 +775,9 @@ impl ServeArgs {
                 AccessLogTarget::Off => None,
             },
             shared,
+            sites,
+            tls,
+            config_file: self.config.clone(),
         })
     }
 }
@@ -566,14 +789,7 @@ impl ServeConfig {
     pub fn new(listen: SocketAddr, upstream: Uri) -> Self {
         ServeConfig {
             listen,
-            upstream: UpstreamConfig {
-                url: upstream,
-                connect_timeout: Duration::from_secs(5),
-                response_timeout: Duration::from_secs(30),
-                pool_idle_timeout: Duration::from_secs(90),
-                max_concurrency: 256,
-                queue_timeout: Duration::from_secs(5),
-            },
+            upstream: UpstreamConfig::new(upstream),
             backend: Backend::Moka,
             eviction: Eviction::Adaptive,
             moka_policy: MokaPolicy::Tinylfu,
@@ -592,6 +808,9 @@ impl ServeConfig {
             allow_purge_from: Vec::new(),
             access_log: None,
             shared: None,
+            sites: Vec::new(),
+            tls: None,
+            config_file: None,
         }
     }
 }
@@ -642,6 +861,16 @@ pub enum ConfigFileError {
         /// Every key the file may hold.
         known: String,
     },
+    /// A `[[site]]` table that cannot be served.
+    #[error("config file {path}: {}{reason}", if site.is_empty() { String::new() } else { format!("site {site:?}: ") })]
+    Site {
+        /// The file.
+        path: PathBuf,
+        /// The site's name, when it has one.
+        site: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value that the flag of the same name would refuse.
     #[error("config file {path}, line {line}: invalid value for `{key}`: {reason}")]
     BadValue {
@@ -691,6 +920,10 @@ pub fn parse_config_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Co
     for (key, value) in &table {
         let line = line_of(key.span().start);
         let name = key.get_ref().as_str();
+        if name == "site" {
+            // `[[site]]` tables are read by `sites::parse_sites`.
+            continue;
+        }
         let Some(arg) = cmd
             .get_arguments()
             .filter(settable)
@@ -700,7 +933,7 @@ pub fn parse_config_text(path: &Path, text: &str) -> Result<Vec<FileSetting>, Co
                 path: path.to_path_buf(),
                 line,
                 key: name.to_string(),
-                known: known.join(", "),
+                known: known.join(", ") + ", site",
             });
         };
         let bad = |reason: String| ConfigFileError::BadValue {
@@ -980,6 +1213,7 @@ impl Origins {
                 Some(origin) => format!("invalid value for {name} ({origin}): {reason}"),
                 None => error.to_string(),
             },
+            ConfigError::File(_) => error.to_string(),
         }
     }
 }
@@ -1186,7 +1420,7 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_documents_every_key() {
-        let text = include_str!("../cachet.example.toml");
+        let text = include_str!("../../cachet.example.toml");
         parse(text).unwrap();
         let cmd = ServeArgs::augment_args(clap::Command::new("serve"));
         for arg in cmd.get_arguments() {
@@ -1199,6 +1433,37 @@ mod tests {
                 l.starts_with(&format!("{key} ="))
             });
             assert!(documented, "cachet.example.toml does not mention `{key}`");
+        }
+        // The example sites, uncommented, are a valid set, and show every key a site takes.
+        let section = text
+            .split("# --- Sites")
+            .nth(1)
+            .expect("the example has a Sites section");
+        let example: String = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with("[[site]]")
+                    || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let defaults = sites::SiteDefaults {
+            upstream: UpstreamConfig::new("http://127.0.0.1:1".parse().unwrap()),
+            store: StoreRules::default(),
+        };
+        let parsed =
+            sites::parse_sites(Path::new("/etc/cachet/cachet.toml"), &example, &defaults).unwrap();
+        assert_eq!(parsed.len(), 2);
+        for key in sites::SITE_KEYS {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                "the example sites do not show `{key}`"
+            );
+            assert!(
+                section.contains(&format!("#   {key} ")),
+                "the Sites section does not describe `{key}`"
+            );
         }
     }
 
