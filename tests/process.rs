@@ -192,8 +192,35 @@ async fn sigterm_lets_the_slow_request_finish_then_exits_0() {
     );
 }
 
+impl Serve {
+    /// Waits up to `within` for a stderr line containing `needle`, and returns it.
+    fn wait_for_line(&self, needle: &str, within: Duration) -> Option<String> {
+        tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                if let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(100)) {
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+            }
+            None
+        })
+    }
+}
+
+async fn get_host(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let resp = client()
+        .get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_is_ignored_and_cuts_nothing() {
+async fn sighup_without_a_config_file_reloads_nothing_and_cuts_nothing() {
     let (origin, _stop) = origin(Duration::ZERO).await;
     let upstream = format!("http://{}", origin.addr);
     let mut serve = Serve::start(&["--upstream", &upstream, "--access-log", "off"], &[]);
@@ -208,30 +235,143 @@ async fn sighup_is_ignored_and_cuts_nothing() {
     };
     let stats = origin.stats.clone();
     assert!(common::eventually(Duration::from_secs(10), || stats.requests() == 1).await);
-    // SIGHUP's default action ends the process; a proxy must not let it cut in-flight work.
+    // SIGHUP's default action ends the process; here it is a reload, which cuts nothing.
     serve.signal("HUP");
     let (status, len) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK, "the in-flight request completed");
     assert_eq!(len, 1024);
     assert!(serve.child.try_wait().unwrap().is_none(), "still running");
+    assert!(
+        serve
+            .wait_for_line("sites unchanged", Duration::from_secs(5))
+            .is_some(),
+        "the reload was logged"
+    );
     let after = http
         .get(format!("http://{}/after", serve.addr))
         .send()
         .await
         .unwrap();
     assert_eq!(after.status(), StatusCode::OK, "still serving");
-    let logged = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(line) = serve.stderr.recv_timeout(Duration::from_millis(100)) {
-                if line.contains("SIGHUP ignored") {
-                    return true;
-                }
-            }
-        }
-        false
-    });
-    assert!(logged, "the SIGHUP was logged");
+    serve.signal("TERM");
+    let exit = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(15)));
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_site_while_a_slow_request_is_in_flight() {
+    let (slow_origin, _stop_a) = origin(Duration::ZERO).await;
+    let (new_origin, _stop_b) = origin(Duration::ZERO).await;
+    let site_a = format!(
+        "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstream = \"http://{}\"\n",
+        slow_origin.addr
+    );
+    let path = write_config("reload-add.toml", &site_a);
+    let mut serve = Serve::start(
+        &["--config", path.to_str().unwrap(), "--access-log", "stdout"],
+        &[],
+    );
+    assert_eq!(
+        get_host(serve.addr, "b.test", "/x").await.0,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+
+    let addr = serve.addr;
+    let slow = tokio::spawn(async move { get_host(addr, "a.test", "/slow?latency=1500ms").await });
+    let stats = slow_origin.stats.clone();
+    assert!(common::eventually(Duration::from_secs(10), || stats.requests() == 1).await);
+
+    let site_b = format!(
+        "[[site]]\nname = \"b\"\nhosts = [\"b.test\"]\nupstream = \"http://{}\"\n",
+        new_origin.addr
+    );
+    std::fs::write(&path, format!("{site_a}\n{site_b}")).unwrap();
+    serve.signal("HUP");
+    assert!(
+        serve
+            .wait_for_line("sites replaced", Duration::from_secs(10))
+            .is_some(),
+        "the reload was applied"
+    );
+    let (status, body) = get_host(serve.addr, "b.test", "/x").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        new_origin.stats.requests(),
+        1,
+        "the new site's origin answered"
+    );
+    let (slow_status, slow_body) = slow.await.unwrap();
+    assert_eq!(
+        slow_status,
+        StatusCode::OK,
+        "the request in flight during the reload completed"
+    );
+    assert_eq!(slow_body.len(), 1024);
+    // Site a kept its entries: the store survived the reload.
+    assert_eq!(
+        get_host(serve.addr, "a.test", "/slow?latency=1500ms")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        slow_origin.stats.requests(),
+        1,
+        "served from the store kept across the reload"
+    );
+
+    serve.signal("TERM");
+    let exit = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(15)));
+    assert_eq!(exit.code(), Some(0));
+    let log = serve.stdout();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("site=b") || l.contains("\"site\":\"b\"")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("site=a") || l.contains("\"site\":\"a\"")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_on_reload_is_refused_and_the_running_sites_are_kept() {
+    let (origin_a, _stop) = origin(Duration::ZERO).await;
+    let site_a = format!(
+        "[[site]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstream = \"http://{}\"\n",
+        origin_a.addr
+    );
+    let path = write_config("reload-broken.toml", &site_a);
+    let mut serve = Serve::start(
+        &["--config", path.to_str().unwrap(), "--access-log", "off"],
+        &[],
+    );
+    assert_eq!(get_host(serve.addr, "a.test", "/x").await.0, StatusCode::OK);
+
+    let broken = [
+        // Not TOML at all.
+        "[[site]\nname = ".to_string(),
+        // Valid TOML, a site that cannot be served.
+        format!("{site_a}upstream_host = \"bad host\"\n"),
+        // Two sites claiming one host.
+        format!("{site_a}\n[[site]]\nname = \"b\"\nhosts = [\"a.test\"]\nupstream = \"http://127.0.0.1:1\"\n"),
+    ];
+    for text in &broken {
+        std::fs::write(&path, text).unwrap();
+        serve.signal("HUP");
+        let line = serve
+            .wait_for_line("sites refused", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no refusal logged for {text:?}"));
+        assert!(
+            line.contains("reload-broken.toml"),
+            "the reason names the file: {line}"
+        );
+        let (status, _) = get_host(serve.addr, "a.test", "/x").await;
+        assert_eq!(status, StatusCode::OK, "site a still served after {text:?}");
+    }
+    assert_eq!(origin_a.stats.requests(), 1, "and its entry kept");
     serve.signal("TERM");
     let exit = tokio::task::block_in_place(|| serve.wait(Duration::from_secs(15)));
     assert_eq!(exit.code(), Some(0));

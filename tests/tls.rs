@@ -1,0 +1,334 @@
+//! TLS on both sides with certificates made in the test (rcgen): an https origin verified
+//! against a test CA, one whose certificate no trusted CA issued (502 with the reason), the
+//! explicit opt-out, and the TLS listener with ALPN (an h2 client gets a hit; http/1.1 still
+//! works), its `https://` keys, and its certificate replaced without a restart.
+
+mod common;
+mod tls_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use cachet::config::sites::{parse_sites, SiteDefaults};
+use cachet::config::{ServeConfig, TlsListen};
+use cachet::policy::StoreRules;
+use cachet::server::{self, Running};
+use cachet::tls::CertFiles;
+use cachet::upstream::UpstreamConfig;
+use common::{client, start_origin, Reply};
+use tls_support::{self_signed, write_files, HttpsOrigin, TempDir, TestCa, TlsClient};
+
+/// A proxy whose one site is `site` (the keys of a `[[site]]` table, `name` and `default`
+/// added), and a TLS listener when `tls` is given.
+async fn proxy(site: &str, tls: Option<CertFiles>) -> Running {
+    let mut config = ServeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        "http://127.0.0.1:1".parse().unwrap(),
+    );
+    let mut template = UpstreamConfig::new("http://127.0.0.1:1".parse().unwrap());
+    template.servers.clear();
+    template.connect_timeout = Duration::from_secs(2);
+    let defaults = SiteDefaults {
+        upstream: template,
+        store: StoreRules::default(),
+    };
+    let toml = format!("[[site]]\nname = \"s\"\ndefault = true\n{site}\n");
+    config.sites = parse_sites(Path::new("test.toml"), &toml, &defaults).expect("valid site");
+    config.tls = tls.map(|files| TlsListen {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        files,
+    });
+    server::start(config).await.expect("proxy starts")
+}
+
+async fn get(proxy: &Running, host: &str, path: &str) -> Reply {
+    let req = client()
+        .get(format!("http://{}{}", proxy.addr, path))
+        .header("host", host);
+    Reply::read(req.send().await.expect("proxy answers")).await
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_given_ca_and_sent_sni() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("origin test CA");
+    let origin = HttpsOrigin::start(&ca.issue(&["localhost", "127.0.0.1"]), "over tls");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let proxy = proxy(
+        &format!(
+            "upstream = \"https://localhost:{}\"\nupstream_ca = {:?}",
+            origin.addr.port(),
+            ca_file
+        ),
+        None,
+    )
+    .await;
+    let first = get(&proxy, "shop.test", "/a").await;
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.body, b"over tls");
+    let second = get(&proxy, "shop.test", "/a").await;
+    assert!(second.is_hit(), "{}", second.cache_status());
+    assert_eq!(origin.hits(), 1);
+    assert_eq!(
+        origin.last_sni().as_deref(),
+        Some("localhost"),
+        "SNI is the server's name"
+    );
+    assert_eq!(
+        origin.last_host().as_deref(),
+        Some("shop.test"),
+        "Host is the request's"
+    );
+    // Pooled: a second miss reuses the TLS connection.
+    get(&proxy, "shop.test", "/b").await;
+    assert_eq!(origin.hits(), 2);
+    assert_eq!(
+        origin.handshakes(),
+        1,
+        "one TLS connection for both exchanges"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_no_trusted_ca_issued_is_a_502_with_the_reason() {
+    let dir = TempDir::new();
+    let trusted = TestCa::new("the CA cachet trusts");
+    let other = TestCa::new("some other CA");
+    let origin = HttpsOrigin::start(&other.issue(&["localhost"]), "impostor");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, trusted.cert_pem()).unwrap();
+    let proxy = proxy(
+        &format!(
+            "upstream = \"https://localhost:{}\"\nupstream_ca = {:?}",
+            origin.addr.port(),
+            ca_file
+        ),
+        None,
+    )
+    .await;
+    for _ in 0..2 {
+        let reply = get(&proxy, "shop.test", "/a").await;
+        assert_eq!(reply.status, 502);
+        let body = String::from_utf8_lossy(&reply.body).to_string();
+        assert!(
+            body.contains("invalid peer certificate") && body.contains("UnknownIssuer"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        origin.hits(),
+        0,
+        "no request was sent over the unverified connection"
+    );
+    assert_eq!(proxy.store().entry_count(), 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused_and_only_the_named_opt_out_accepts_it() {
+    let dir = TempDir::new();
+    let cert = self_signed(&["elsewhere.test"]);
+    let origin = HttpsOrigin::start(&cert, "self-signed");
+    // Trusted as a CA, but it names another host than the one connected to.
+    let ca_file = dir.path().join("self.pem");
+    std::fs::write(&ca_file, &cert.cert_pem).unwrap();
+    let strict = proxy(
+        &format!(
+            "upstream = \"https://localhost:{}\"\nupstream_ca = {:?}",
+            origin.addr.port(),
+            ca_file
+        ),
+        None,
+    )
+    .await;
+    let refused = get(&strict, "shop.test", "/a").await;
+    assert_eq!(
+        refused.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let body = String::from_utf8_lossy(&refused.body).to_string();
+    assert!(body.contains("not valid for name"), "{body}");
+    assert_eq!(origin.hits(), 0);
+    strict.shutdown().await;
+
+    let lax = proxy(
+        &format!(
+            "upstream = \"https://localhost:{}\"\nupstream_insecure_skip_tls_verify = true",
+            origin.addr.port()
+        ),
+        None,
+    )
+    .await;
+    let accepted = get(&lax, "shop.test", "/a").await;
+    assert_eq!(accepted.status, 200);
+    assert_eq!(accepted.body, b"self-signed");
+    lax.shutdown().await;
+}
+
+/// A plain origin, a proxy with a TLS listener whose certificate `ca` issued for localhost.
+async fn tls_listener_stack(
+    dir: &TempDir,
+    ca: &TestCa,
+) -> (
+    Running,
+    cachet::origin::Origin,
+    tokio_util::sync::CancellationToken,
+    CertFiles,
+) {
+    let (origin, stop) = start_origin(cachet::origin::OriginConfig {
+        latency: Duration::from_millis(2),
+        body_size: 512,
+        max_age: 3600,
+    })
+    .await;
+    let (cert, key) = write_files(
+        dir.path(),
+        "listener",
+        &ca.issue(&["localhost", "127.0.0.1"]),
+    );
+    let files = CertFiles { cert, key };
+    let proxy = proxy(
+        &format!("upstream = \"http://{}\"", origin.addr),
+        Some(files.clone()),
+    )
+    .await;
+    (proxy, origin, stop, files)
+}
+
+#[tokio::test]
+async fn an_h2_client_over_tls_negotiates_h2_by_alpn_and_gets_a_hit() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("listener CA");
+    let (proxy, origin, _stop, _) = tls_listener_stack(&dir, &ca).await;
+    let tls_addr = proxy.tls_addr.expect("a TLS listener");
+
+    let mut h2 = TlsClient::connect(tls_addr, &ca.cert_pem(), "localhost", &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(h2.alpn(), Some(&b"h2"[..]));
+    let miss = h2.get("/page", "shop.test").await.unwrap();
+    assert_eq!(miss.version, http::Version::HTTP_2);
+    assert_eq!(miss.status, 200);
+    assert!(!miss.header("cache-status").unwrap_or("").contains("; hit"));
+    let hit = h2.get("/page", "shop.test").await.unwrap();
+    assert!(
+        hit.header("cache-status").unwrap_or("").contains("; hit"),
+        "{:?}",
+        hit.headers
+    );
+    assert_eq!(hit.body, miss.body);
+    assert_eq!(origin.stats.requests(), 1);
+
+    // http/1.1 by ALPN on the same listener, and the same https:// entry.
+    let mut h1 = TlsClient::connect(tls_addr, &ca.cert_pem(), "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let hit1 = h1.get("/page", "shop.test").await.unwrap();
+    assert_eq!(hit1.version, http::Version::HTTP_11);
+    assert!(hit1.header("cache-status").unwrap_or("").contains("; hit"));
+
+    // The plain listener keys http://: the same URL is another entry there.
+    let plain = get(&proxy, "shop.test", "/page").await;
+    assert!(!plain.is_hit(), "{}", plain.cache_status());
+    assert_eq!(origin.stats.requests(), 2);
+    let keys: Vec<String> = proxy
+        .store()
+        .keys_where(&|_| true)
+        .into_iter()
+        .map(|k| k.as_str().to_string())
+        .collect();
+    assert!(
+        keys.contains(&"https://shop.test/page".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"http://shop.test/page".to_string()),
+        "{keys:?}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_handshake_is_dropped_and_the_listener_goes_on() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("listener CA");
+    let (proxy, _origin, _stop, _) = tls_listener_stack(&dir, &ca).await;
+    let tls_addr = proxy.tls_addr.unwrap();
+    // Plain HTTP on the TLS port is not a handshake: the connection is closed.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "closed, not left hanging"
+    );
+    let ok = TlsClient::connect(tls_addr, &ca.cert_pem(), "localhost", &[b"h2"])
+        .await
+        .unwrap()
+        .get("/after", "shop.test")
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_listener_certificate_is_replaced_by_a_reload_and_a_bad_one_is_refused() {
+    let dir = TempDir::new();
+    let first_ca = TestCa::new("first CA");
+    let (proxy, _origin, _stop, files) = tls_listener_stack(&dir, &first_ca).await;
+    let tls_addr = proxy.tls_addr.unwrap();
+    let reloader = proxy.reloader();
+    // An h2 connection opened before the reload goes on serving after it.
+    let mut before = TlsClient::connect(tls_addr, &first_ca.cert_pem(), "localhost", &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(before.get("/x", "shop.test").await.unwrap().status, 200);
+
+    let second_ca = TestCa::new("second CA");
+    write_files(dir.path(), "listener", &second_ca.issue(&["localhost"]));
+    let report = reloader.reload();
+    assert!(report.is_ok(), "{report:?}");
+    let fresh = TlsClient::connect(tls_addr, &second_ca.cert_pem(), "localhost", &[b"h2"]).await;
+    assert!(
+        fresh.is_ok(),
+        "new handshakes use the new certificate: {:?}",
+        fresh.err()
+    );
+    let stale = TlsClient::connect(tls_addr, &first_ca.cert_pem(), "localhost", &[b"h2"]).await;
+    assert!(stale.is_err(), "the old certificate is no longer offered");
+    assert_eq!(before.get("/y", "shop.test").await.unwrap().status, 200);
+
+    // A key that does not belong to the certificate: refused, the running one kept.
+    let stranger = second_ca.issue(&["localhost"]);
+    std::fs::write(&files.key, stranger.key_pem).unwrap();
+    let report = reloader.reload();
+    let refused = report.certificate.expect("a TLS listener").unwrap_err();
+    assert!(
+        refused.contains("listener.crt") || refused.contains("listener.key"),
+        "{refused}"
+    );
+    std::fs::write(&files.cert, "not a certificate").unwrap();
+    let refused = reloader.reload().certificate.unwrap().unwrap_err();
+    assert!(refused.contains("listener.crt"), "{refused}");
+    let still = TlsClient::connect(tls_addr, &second_ca.cert_pem(), "localhost", &[b"h2"]).await;
+    assert!(
+        still.is_ok(),
+        "the running certificate was kept: {:?}",
+        still.err()
+    );
+    proxy.shutdown().await;
+}
