@@ -492,6 +492,7 @@ async fn accept_loop(
         });
     }
     drop(listener);
+    drop(tls);
     drop(done_tx);
     let deadline = config.shutdown_timeout;
     // Each connection task saw the same token: idle connections close at once, busy ones after

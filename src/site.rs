@@ -136,7 +136,9 @@ pub enum SiteError {
 /// The sites of one configuration, indexed by host name.
 #[derive(Debug)]
 pub struct Sites {
-    exact: HashMap<String, Arc<Site>>,
+    /// Host names from the configuration, hashed with a random key (the names looked up come
+    /// from clients).
+    exact: HashMap<String, Arc<Site>, ahash::RandomState>,
     /// `*.example.com` patterns as (`.example.com`, site), longest suffix first.
     wildcards: Vec<(String, Arc<Site>)>,
     default: Option<Arc<Site>>,
@@ -173,7 +175,7 @@ impl Sites {
     fn from_sites(all: Vec<Arc<Site>>) -> Result<Sites, SiteError> {
         let configs: Vec<SiteConfig> = all.iter().map(|s| s.config.clone()).collect();
         check(&configs)?;
-        let mut exact = HashMap::new();
+        let mut exact = HashMap::with_hasher(ahash::RandomState::new());
         let mut wildcards = Vec::new();
         let mut default: Option<Arc<Site>> = None;
         for site in &all {
@@ -208,6 +210,10 @@ impl Sites {
     /// most specific wildcard covering it, else the default; `None` when none applies (the
     /// request is answered 421).
     pub fn pick(&self, authority: &Authority) -> Option<&Arc<Site>> {
+        if self.exact.is_empty() && self.wildcards.is_empty() {
+            // One default site (`--upstream`): nothing to look up on the hit path.
+            return self.default.as_ref();
+        }
         let host = host_of(authority.as_str());
         if let Some(site) = self.exact.get(host) {
             return Some(site);

@@ -4,6 +4,7 @@
 //! parameters, and the Host sent upstream.
 
 mod common;
+#[allow(dead_code)] // each test binary uses a part of the support module
 mod forwarding_support;
 
 use std::path::Path;

@@ -514,6 +514,14 @@ impl ServeConfig {
         // next start would refuse.
         parse_config_text(path, &text)?;
         let sites = sites::parse_sites(path, &text, &self.site_defaults())?;
+        if self.sites.is_empty() && !sites.is_empty() {
+            // Started with --upstream: a start with this file would be refused (both given).
+            return Err(ConfigFileError::Site {
+                path: path.clone(),
+                site: String::new(),
+                reason: "the file now declares [[site]] tables, but cachet was started with --upstream; restart without --upstream to serve them".into(),
+            });
+        }
         if sites.is_empty() {
             if self.sites.is_empty() {
                 return Ok(None);
