@@ -214,7 +214,8 @@ impl Sites {
             // One default site (`--upstream`): nothing to look up on the hit path.
             return self.default.as_ref();
         }
-        let host = host_of(authority.as_str());
+        // `shop.example.` is `shop.example` (a fully qualified name), as nginx reads it.
+        let host = host_of(authority.as_str()).trim_end_matches('.');
         if let Some(site) = self.exact.get(host) {
             return Some(site);
         }
@@ -341,6 +342,8 @@ mod tests {
         assert_eq!(pick("shop.example").as_deref(), Some("shop"));
         assert_eq!(pick("shop.example:8080").as_deref(), Some("shop"));
         assert_eq!(pick("SHOP.example").as_deref(), Some("shop"));
+        assert_eq!(pick("shop.example.").as_deref(), Some("shop"));
+        assert_eq!(pick("www.shop.example.:8080").as_deref(), Some("shop"));
         assert_eq!(pick("www.shop.example").as_deref(), Some("shop"));
         assert_eq!(pick("x.eu.shop.example").as_deref(), Some("deep"));
         assert_eq!(pick("blog.example").as_deref(), Some("blog"));

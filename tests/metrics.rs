@@ -160,6 +160,21 @@ async fn metrics_parse_as_prometheus_text_and_move_with_requests() {
     assert_eq!(delta("cachet_requests_total{result=\"miss\"}"), 1.0);
     assert_eq!(delta("cachet_requests_total{result=\"hit\"}"), 2.0);
     assert_eq!(delta("cachet_requests_total{result=\"bypass\"}"), 1.0);
+    // The same requests by site: `--upstream` alone is the one site called "default".
+    let by_site = |result: &str| {
+        let series = after
+            .keys()
+            .find(|k| {
+                k.starts_with("cachet_site_requests_total{")
+                    && k.contains("site=\"default\"")
+                    && k.contains(&format!("result=\"{result}\""))
+            })
+            .unwrap_or_else(|| panic!("no site series for {result}"));
+        delta(series)
+    };
+    assert_eq!(by_site("miss"), 1.0);
+    assert_eq!(by_site("hit"), 2.0);
+    assert_eq!(by_site("bypass"), 1.0);
     assert_eq!(delta("cachet_upstream_requests_total"), 2.0);
     assert_eq!(delta("cachet_upstream_duration_seconds_count"), 2.0);
     // Latency by result: one miss, two hits, one bypass.
