@@ -38,7 +38,7 @@ use crate::policy::purge::PurgeTarget;
 use crate::proxy::{CacheResult, OverTls, Proxy, SiteName, UpstreamTime};
 use crate::revalidate::{Revalidator, Workers};
 use crate::shared::{RedisTier, Shared as SharedTier, SharedConfig};
-use crate::site::{SiteError, Sites};
+use crate::site::{named_certs, SiteConfig, SiteError, Sites};
 use crate::store::Store;
 use crate::tls::{ListenerCert, TlsError};
 
@@ -88,23 +88,52 @@ impl Reloader {
     /// refused with its reason and the one in service is kept; requests in flight finish with
     /// the site they started with, and the store is kept whole.
     pub fn reload(&self) -> ReloadReport {
+        let mut certificate = None;
         let sites = match self.config.reload_sites() {
             Ok(None) => Ok(None),
-            Ok(Some(configs)) => match Sites::build(&configs) {
-                Ok(sites) => {
-                    let n = sites.all().len();
-                    self.proxy.replace_sites(sites);
-                    Ok(Some(n))
-                }
-                Err(e) => Err(e.to_string()),
-            },
+            Ok(Some(configs)) => self.replace_sites(&configs, &mut certificate),
             Err(e) => Err(e.to_string()),
         };
-        let certificate = self
-            .cert
-            .as_ref()
-            .map(|c| c.reload().map_err(|e| e.to_string()));
+        if certificate.is_none() {
+            // The sites in service keep their certificates, read again.
+            if let Some(cert) = &self.cert {
+                let configs: Vec<SiteConfig> = self
+                    .proxy
+                    .sites()
+                    .all()
+                    .iter()
+                    .map(|s| s.config().clone())
+                    .collect();
+                certificate = Some(
+                    cert.reload(&named_certs(&configs))
+                        .map_err(|e| e.to_string()),
+                );
+            }
+        }
         ReloadReport { sites, certificate }
+    }
+
+    /// Builds `configs` and their certificates, and puts both in service, or neither.
+    fn replace_sites(
+        &self,
+        configs: &[SiteConfig],
+        certificate: &mut Option<Result<(), String>>,
+    ) -> Result<Option<usize>, String> {
+        let certs = match &self.cert {
+            Some(cert) => Some(
+                cert.prepare(&named_certs(configs))
+                    .map_err(|e| format!("a certificate of the new sites: {e}"))?,
+            ),
+            None => None,
+        };
+        let sites = Sites::build(configs).map_err(|e| e.to_string())?;
+        let n = sites.all().len();
+        self.proxy.replace_sites(sites);
+        if let (Some(cert), Some(set)) = (&self.cert, certs) {
+            cert.install(set);
+            *certificate = Some(Ok(()));
+        }
+        Ok(Some(n))
     }
 }
 
@@ -228,9 +257,13 @@ fn launch(
         },
         None => None,
     };
-    let sites = Sites::build(&config.site_configs())?;
+    let site_configs = config.site_configs();
+    let sites = Sites::build(&site_configs)?;
     let cert = match &config.tls {
-        Some(tls) => Some(ListenerCert::load(tls.files.clone())?),
+        Some(tls) => Some(ListenerCert::load(
+            tls.files.clone(),
+            &named_certs(&site_configs),
+        )?),
         None => None,
     };
     let tls = match (&cert, tls_listener) {

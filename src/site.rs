@@ -33,6 +33,17 @@ pub struct SiteConfig {
     pub rules: SiteRules,
     /// What is storable and the lifetimes given to responses without one.
     pub store: StoreRules,
+    /// The certificate the TLS listener offers for this site's host names (by SNI), when it
+    /// has one of its own.
+    pub tls: Option<crate::tls::CertFiles>,
+}
+
+/// Each site's host names and certificate files, for the sites that have their own.
+pub fn named_certs(configs: &[SiteConfig]) -> Vec<(Vec<String>, crate::tls::CertFiles)> {
+    configs
+        .iter()
+        .filter_map(|c| c.tls.clone().map(|files| (c.hosts.clone(), files)))
+        .collect()
 }
 
 /// A site in service.
@@ -167,6 +178,7 @@ impl Sites {
             upstream: upstream.config().clone(),
             rules: SiteRules::default(),
             store,
+            tls: None,
         };
         Sites::from_sites(vec![Arc::new(Site::with_upstream(config, upstream))])
             .expect("one default site is a valid set")
@@ -323,6 +335,7 @@ mod tests {
             upstream: UpstreamConfig::new("http://127.0.0.1:9".parse().unwrap()),
             rules: SiteRules::default(),
             store: StoreRules::default(),
+            tls: None,
         }
     }
 

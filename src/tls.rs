@@ -6,6 +6,7 @@
 //! ring and not aws-lc-rs: ring builds with a C compiler alone, so the Docker build stage and CI
 //! need no cmake or nasm, and both providers offer the same protocol versions and suites here.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -195,40 +196,108 @@ impl CertFiles {
     }
 }
 
-/// The listener's certificate, replaceable while connections are served: a handshake takes the
-/// current one (a read lock and an `Arc` clone), and [`ListenerCert::reload`] swaps in a new
-/// one only when it loads and checks, so a bad file never takes the listener down.
+/// The certificates a TLS listener offers: one per site that names its own (`tls_cert` in a
+/// `[[site]]`), chosen by the client's SNI like the site itself (exact name, then the longest
+/// `*.` wildcard), and the listener's own for every other name and for clients that send none.
+#[derive(Debug)]
+pub struct CertSet {
+    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` as (`.example.com`, certificate), longest suffix first.
+    wildcards: Vec<(String, Arc<CertifiedKey>)>,
+}
+
+impl CertSet {
+    /// Loads the listener's pair and each site's; the error names the file at fault.
+    pub fn load(
+        default: &CertFiles,
+        named: &[(Vec<String>, CertFiles)],
+    ) -> Result<CertSet, TlsError> {
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (hosts, files) in named {
+            let cert = files.load()?;
+            for host in hosts {
+                let host = host.to_ascii_lowercase();
+                match host.strip_prefix('*') {
+                    Some(suffix) => wildcards.push((suffix.to_string(), Arc::clone(&cert))),
+                    None => {
+                        exact.insert(host, Arc::clone(&cert));
+                    }
+                }
+            }
+        }
+        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        Ok(CertSet {
+            default: default.load()?,
+            exact,
+            wildcards,
+        })
+    }
+
+    /// The certificate for a handshake naming `sni`.
+    pub fn pick(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = sni.map(|n| n.trim_end_matches('.').to_ascii_lowercase()) else {
+            return Arc::clone(&self.default);
+        };
+        if let Some(cert) = self.exact.get(&name) {
+            return Arc::clone(cert);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+            .map_or_else(|| Arc::clone(&self.default), |(_, c)| Arc::clone(c))
+    }
+}
+
+/// The listener's certificates, replaceable while connections are served: a handshake takes the
+/// current set (a read lock and an `Arc` clone), and a reload swaps in a new one only when every
+/// file of it loads and checks, so a bad file never takes the listener down.
 #[derive(Debug)]
 pub struct ListenerCert {
     files: CertFiles,
     // A std lock: held for a pointer copy, never across I/O.
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Arc<CertSet>>,
 }
 
 impl ListenerCert {
-    /// Loads `files`; the error names the file at fault.
-    pub fn load(files: CertFiles) -> Result<Arc<Self>, TlsError> {
-        let current = files.load()?;
+    /// Loads the listener's pair and the sites' (`named`: each site's host names and files).
+    pub fn load(
+        files: CertFiles,
+        named: &[(Vec<String>, CertFiles)],
+    ) -> Result<Arc<Self>, TlsError> {
+        let current = CertSet::load(&files, named)?;
         Ok(Arc::new(ListenerCert {
             files,
-            current: RwLock::new(current),
+            current: RwLock::new(Arc::new(current)),
         }))
     }
 
-    /// Reads the files again and uses them for new handshakes; on an error the certificate in
-    /// use is kept.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = self.files.load()?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    /// Reads every file again (the listener's and those `named`), without using them yet.
+    pub fn prepare(&self, named: &[(Vec<String>, CertFiles)]) -> Result<CertSet, TlsError> {
+        CertSet::load(&self.files, named)
+    }
+
+    /// Uses `set` for new handshakes; connections already open keep theirs.
+    pub fn install(&self, set: CertSet) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+
+    /// [`ListenerCert::prepare`] then [`ListenerCert::install`]; on an error the certificates
+    /// in use are kept.
+    pub fn reload(&self, named: &[(Vec<String>, CertFiles)]) -> Result<(), TlsError> {
+        let set = self.prepare(named)?;
+        self.install(set);
         Ok(())
     }
 
-    /// The certificate handshakes use now.
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    /// The certificate a handshake naming `sni` gets now.
+    pub fn current(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let set = Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()));
+        set.pick(sni)
     }
 
-    /// The server configuration of the TLS listener: this certificate, ALPN `h2` then
+    /// The server configuration of the TLS listener: these certificates, ALPN `h2` then
     /// `http/1.1`.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder_with_provider(provider())
@@ -241,7 +310,7 @@ impl ListenerCert {
 }
 
 impl ResolvesServerCert for ListenerCert {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current(client_hello.server_name()))
     }
 }

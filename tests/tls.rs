@@ -332,3 +332,60 @@ async fn the_listener_certificate_is_replaced_by_a_reload_and_a_bad_one_is_refus
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_site_with_its_own_certificate_is_offered_it_by_sni() {
+    let dir = TempDir::new();
+    let listener_ca = TestCa::new("listener CA");
+    let shop_ca = TestCa::new("shop CA");
+    let (cert, key) = write_files(dir.path(), "listener", &listener_ca.issue(&["localhost"]));
+    let (shop_cert, shop_key) = write_files(
+        dir.path(),
+        "shop",
+        &shop_ca.issue(&["shop.test", "www.shop.test"]),
+    );
+    let (origin, _stop) = start_origin(cachet::origin::OriginConfig {
+        latency: Duration::ZERO,
+        body_size: 64,
+        max_age: 3600,
+    })
+    .await;
+    let mut config = ServeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        "http://127.0.0.1:1".parse().unwrap(),
+    );
+    let mut template = UpstreamConfig::new("http://127.0.0.1:1".parse().unwrap());
+    template.servers.clear();
+    let defaults = SiteDefaults {
+        upstream: template,
+        store: StoreRules::default(),
+    };
+    let toml = format!(
+        "[[site]]\nname = \"shop\"\nhosts = [\"shop.test\", \"*.shop.test\"]\nupstream = \"http://{o}\"\ntls_cert = {shop_cert:?}\ntls_key = {shop_key:?}\n\
+         [[site]]\nname = \"rest\"\ndefault = true\nupstream = \"http://{o}\"\n",
+        o = origin.addr
+    );
+    config.sites = parse_sites(Path::new("test.toml"), &toml, &defaults).unwrap();
+    config.tls = Some(TlsListen {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        files: CertFiles { cert, key },
+    });
+    let proxy = server::start(config).await.unwrap();
+    let tls_addr = proxy.tls_addr.unwrap();
+    let mut shop = TlsClient::connect(tls_addr, &shop_ca.cert_pem(), "shop.test", &[b"h2"])
+        .await
+        .expect("shop.test gets the shop's certificate");
+    assert_eq!(shop.get("/", "shop.test").await.unwrap().status, 200);
+    TlsClient::connect(tls_addr, &shop_ca.cert_pem(), "www.shop.test", &[b"h2"])
+        .await
+        .expect("a wildcard host of the site gets it too");
+    TlsClient::connect(tls_addr, &listener_ca.cert_pem(), "localhost", &[b"h2"])
+        .await
+        .expect("other names get the listener's certificate");
+    let wrong = TlsClient::connect(tls_addr, &listener_ca.cert_pem(), "shop.test", &[b"h2"]).await;
+    assert!(
+        wrong.is_err(),
+        "shop.test is not offered the listener's certificate"
+    );
+    proxy.shutdown().await;
+}

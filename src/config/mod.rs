@@ -496,6 +496,7 @@ impl ServeConfig {
             upstream: self.upstream.clone(),
             rules: Default::default(),
             store: self.proxy.rules.clone(),
+            tls: None,
         }]
     }
 
@@ -629,6 +630,17 @@ impl ServeArgs {
             // The sites carry their upstreams; this one is not used.
             (None, false) => Uri::from_static("http://127.0.0.1"),
         };
+        if self.tls_listen.is_none() {
+            if let Some(site) = sites.iter().find(|s| s.tls.is_some()) {
+                return Err(invalid(
+                    "--tls-listen",
+                    format!(
+                        "missing: site {:?} has a tls_cert, but there is no TLS listener",
+                        site.name
+                    ),
+                ));
+            }
+        }
         if !sites.is_empty() && self.upstream_host.is_some() {
             return Err(invalid(
                 "--upstream-host",

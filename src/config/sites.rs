@@ -28,7 +28,7 @@ use crate::policy::site_rules::{
 };
 use crate::policy::StoreRules;
 use crate::site::SiteConfig;
-use crate::tls::UpstreamTls;
+use crate::tls::{CertFiles, UpstreamTls};
 use crate::upstream::UpstreamConfig;
 
 /// What a site takes from the global settings unless it says otherwise: the upstream timeouts,
@@ -42,7 +42,7 @@ pub struct SiteDefaults {
 }
 
 /// Every key a `[[site]]` table takes (the fields of `SiteTable`), for the example file's test.
-pub const SITE_KEYS: [&str; 12] = [
+pub const SITE_KEYS: [&str; 14] = [
     "name",
     "hosts",
     "default",
@@ -55,6 +55,8 @@ pub const SITE_KEYS: [&str; 12] = [
     "bypass_paths",
     "bypass_cookies",
     "ignore_query",
+    "tls_cert",
+    "tls_key",
 ];
 
 /// The keys of one `[[site]]` table, as written.
@@ -80,6 +82,8 @@ struct SiteTable {
     bypass_cookies: Vec<String>,
     #[serde(default)]
     ignore_query: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A key that takes one string or a list of them.
@@ -186,14 +190,31 @@ fn site_config(
         Some(text) => duration(text).map_err(|e| format!("`fail_timeout`: {e}"))?,
         None => defaults.upstream.fail_timeout,
     };
+    // A relative path is the file's neighbour, wherever cachet was started from.
+    let beside = |path: PathBuf| match file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
+    };
     let ca_file = match table.upstream_ca {
-        // A relative path is the file's neighbour, wherever cachet was started from.
-        Some(ca) if ca.is_relative() => Some(
-            file.parent()
-                .map_or_else(|| ca.clone(), |dir| dir.join(&ca)),
-        ),
-        Some(ca) => Some(ca),
+        Some(ca) => Some(beside(ca)),
         None => defaults.upstream.tls.ca_file.clone(),
+    };
+    let listener_tls = match (table.tls_cert, table.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            if hosts.is_empty() {
+                return Err("`tls_cert` needs `hosts`: the certificate is chosen by the host name a client asks for".into());
+            }
+            let files = CertFiles {
+                cert: beside(cert),
+                key: beside(key),
+            };
+            // Read when the listener loads its certificates (at start, and on reload, where a
+            // bad file refuses the new sites).
+            Some(files)
+        }
+        (Some(_), None) => return Err("`tls_cert` is given without `tls_key`".into()),
+        (None, Some(_)) => return Err("`tls_key` is given without `tls_cert`".into()),
     };
     let tls = UpstreamTls {
         ca_file,
@@ -250,6 +271,7 @@ fn site_config(
         },
         rules,
         store,
+        tls: listener_tls,
     })
 }
 
