@@ -281,31 +281,35 @@ fn check_url(name: &'static str, value: String) -> Result<String, PurgeQueryErro
         return Ok(value);
     }
     let uri: http::Uri = value.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(bad());
-    }
+    // https:// names what the TLS listener stored.
+    let scheme = match uri.scheme_str() {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => return Err(bad()),
+    };
     let authority = uri.authority().ok_or_else(bad)?;
-    let authority = Authority::parse(authority.as_str(), "http").map_err(|_| bad())?;
-    Ok(cache_key("http", &authority, &uri).as_str().to_string())
+    let authority = Authority::parse(authority.as_str(), scheme).map_err(|_| bad())?;
+    Ok(cache_key(scheme, &authority, &uri).as_str().to_string())
 }
 
+/// Percent-decodes a query value strictly: every `%` must start two hex digits, and the result
+/// must be UTF-8 (a purge names a URL exactly, so a malformed one is refused, not guessed at).
+/// `+` stays `+`: the value is a URL, not form data.
 fn percent_decode(s: &str) -> Result<String, PurgeQueryError> {
     let bad = || PurgeQueryError::BadEncoding(s.to_string());
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(bad());
     }
-    String::from_utf8(out).map_err(|_| bad())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| bad())
 }
 
 /// The `shared` member of a purge's answer: what the shared tier removed (it also told every
@@ -367,10 +371,21 @@ mod tests {
             parse_purge_query("url=ftp://x/a"),
             Err(PurgeQueryError::BadUrl { name: "url", .. })
         ));
-        assert!(matches!(
-            parse_purge_query("url=%zz"),
-            Err(PurgeQueryError::BadEncoding(_))
-        ));
+        for bad in ["url=%zz", "url=%+f", "url=%2", "url=/a%", "url=%ff%fe"] {
+            assert!(
+                matches!(parse_purge_query(bad), Err(PurgeQueryError::BadEncoding(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_purge_query("url=/a+b%2Bc"),
+            Ok(PurgeTarget::Url("/a+b+c".into())),
+            "a URL, not form data: + stays +"
+        );
+        assert_eq!(
+            parse_purge_query("url=https%3A%2F%2FShop.test%3A443%2Fa"),
+            Ok(PurgeTarget::Url("https://shop.test/a".into()))
+        );
         assert!(matches!(
             parse_purge_query("host=a"),
             Err(PurgeQueryError::Unknown(_))

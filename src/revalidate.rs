@@ -6,9 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +16,7 @@ pub type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// The handle requests submit refreshes through.
 #[derive(Debug, Clone)]
 pub struct Revalidator {
-    tx: mpsc::Sender<Job>,
+    tx: async_channel::Sender<Job>,
 }
 
 /// The workers, kept by whoever shuts the server down.
@@ -31,14 +29,13 @@ pub struct Workers {
 impl Revalidator {
     /// Starts `workers` workers fed by a channel of `queue` jobs.
     pub fn start(workers: usize, queue: usize) -> (Revalidator, Workers) {
-        let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
-        // A tokio Mutex: a worker holds it across `recv().await`, which is exactly the wait it
-        // exists to serialise, and no other lock is taken while it is held.
-        let rx = Arc::new(Mutex::new(rx));
+        // A multi-consumer channel: every worker waits on it directly, and the next job goes to
+        // whichever is free, with no lock shared between them.
+        let (tx, rx) = async_channel::bounded::<Job>(queue.max(1));
         let mut set = JoinSet::new();
         let stop = CancellationToken::new();
         for _ in 0..workers.max(1) {
-            let rx = Arc::clone(&rx);
+            let rx = rx.clone();
             let stop = stop.clone();
             set.spawn(async move {
                 loop {
@@ -46,11 +43,11 @@ impl Revalidator {
                     let job = tokio::select! {
                         biased;
                         _ = stop.cancelled() => break,
-                        job = async { rx.lock().await.recv().await } => job,
+                        job = rx.recv() => job,
                     };
                     match job {
-                        Some(job) => job.await,
-                        None => break, // every sender is gone: shutting down
+                        Ok(job) => job.await,
+                        Err(_) => break, // every sender is gone: shutting down
                     }
                 }
             });

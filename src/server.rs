@@ -442,8 +442,8 @@ async fn accept_loop(
         send: config.send_timeout,
     };
     let limit = Arc::new(Semaphore::new(config.max_connections));
-    // Every connection task holds a clone of `done_tx`; `done_rx` yields `None` once all are gone.
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    // Every connection task is tracked, so that the drain can wait for all of them to end.
+    let tracker = tokio_util::task::TaskTracker::new();
 
     loop {
         // The permit is taken before accepting, so that at the limit new clients wait in the
@@ -488,8 +488,7 @@ async fn accept_loop(
         let builder = builder.clone();
         let shared = Arc::clone(&shared);
         let shutdown = shutdown.clone();
-        let done = done_tx.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             match acceptor {
                 None => {
                     let conn = Connection {
@@ -521,16 +520,15 @@ async fn accept_loop(
             }
             drop(connection_guard);
             drop(permit);
-            drop(done);
         });
     }
     drop(listener);
     drop(tls);
-    drop(done_tx);
+    tracker.close();
     let deadline = config.shutdown_timeout;
     // Each connection task saw the same token: idle connections close at once, busy ones after
     // their current request.
-    if tokio::time::timeout(deadline, done_rx.recv())
+    if tokio::time::timeout(deadline, tracker.wait())
         .await
         .is_err()
     {
