@@ -357,7 +357,10 @@ async fn a_client_that_stops_reading_is_disconnected() {
     let s = stack_with(Backend::Rwlock, Duration::ZERO, |c| {
         c.proxy.max_object_size = 64 << 20;
         c.capacity = 256 << 20;
-        c.upstream.response_timeout = Duration::from_secs(2);
+        // Generous for the fill (a loaded machine may pause a 48 MiB body for seconds); the
+        // send timeout under test is set apart from it (`ServeArgs::validate` would insist it be
+        // longer; this test wants the stalled client cut first).
+        c.upstream.response_timeout = Duration::from_secs(20);
         c.send_timeout = Duration::from_secs(3);
     })
     .await;
