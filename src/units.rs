@@ -140,14 +140,14 @@ fn parse_size_parts(text: &str) -> Result<(u64, &str), UnitError> {
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-        return Err(UnitError::Duration(text.to_string()));
+        // `try_`: a number too large for a Duration (1e20) is an error, not a panic.
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| UnitError::Duration(text.to_string()));
     }
     if let Some(secs) = t.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
-        if secs.is_finite() && secs >= 0.0 && !t.ends_with("ms") {
-            return Ok(Duration::from_secs_f64(secs));
+        if !t.ends_with("ms") {
+            return Duration::try_from_secs_f64(secs)
+                .map_err(|_| UnitError::Duration(text.to_string()));
         }
     }
     humantime::parse_duration(t).map_err(|_| UnitError::Duration(text.to_string()))
@@ -245,6 +245,9 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+        for huge in ["1e20", "1e20s", "inf", "NaN", "-1"] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, VIA};
+use http::header::{HeaderValue, CONTENT_LENGTH, COOKIE, EXPECT, HOST, TRANSFER_ENCODING, VIA};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
@@ -141,7 +142,7 @@ struct Server {
 /// A pooled HTTP/1.1 client for one upstream: one server or several, over plain TCP or TLS.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<Bounded<HttpsConnector<HttpConnector>>, Body>,
     servers: Arc<[Server]>,
     /// Round-robin position.
     next: Arc<AtomicUsize>,
@@ -184,11 +185,23 @@ impl Upstream {
             .iter()
             .any(|u| u.scheme() == Some(&Scheme::HTTPS));
         let tls = crate::tls::client_config(&config.tls, needs_roots)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+            .https_or_http();
+        // With `upstream_host`, the servers are reached by address but answer to that name: it
+        // is the name sent as SNI and the one their certificates are checked against.
+        let tls_name = config
+            .host
+            .as_deref()
+            .and_then(|h| ServerName::try_from(host_without_port(h).to_string()).ok());
+        let builder = match tls_name {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = Bounded {
+            inner: builder.enable_http1().wrap_connector(http),
+            timeout: config.connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
@@ -474,6 +487,19 @@ impl Upstream {
         headers.remove(TRANSFER_ENCODING);
         headers.remove(EXPECT);
         headers.remove(HOST);
+        // HTTP/2 clients send each cookie as a field of its own; on HTTP/1.1 they are one field
+        // joined with "; " (RFC 9113 8.2.3), which is what origins read.
+        if headers.get_all(COOKIE).iter().nth(1).is_some() {
+            let joined: Vec<u8> = headers
+                .get_all(COOKIE)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b"; "[..]);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                headers.insert(COOKIE, v);
+            }
+        }
         match &self.host {
             Some(host) => {
                 headers.insert(HOST, host.clone());
@@ -500,6 +526,58 @@ impl Upstream {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         request
+    }
+}
+
+/// The host of `host[:port]` or `[v6]:port`, without brackets or port.
+fn host_without_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+}
+
+/// A connector whose whole connection set-up, TCP connect and TLS handshake together, is bounded
+/// by the connect timeout. hyper-rustls bounds no handshake, and a server that accepts TCP and
+/// then stalls the handshake must count as a failed connection (skipped, the request retried on
+/// the next server), not as a slow response.
+#[derive(Clone)]
+struct Bounded<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<Uri> for Bounded<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Response: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connection set-up (TCP and TLS) took over {timeout:?}"),
+                )) as BoxError),
+            }
+        })
     }
 }
 
@@ -598,6 +676,18 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("client error (Connect)")]
     struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn hosts_lose_their_ports() {
+        for (authority, host) in [
+            ("origin.internal", "origin.internal"),
+            ("origin.internal:8443", "origin.internal"),
+            ("[::1]:8443", "::1"),
+            ("[::1]", "::1"),
+        ] {
+            assert_eq!(host_without_port(authority), host);
+        }
+    }
 
     #[test]
     fn a_timeout_is_found_by_its_io_kind_anywhere_in_the_chain() {

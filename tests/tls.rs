@@ -21,13 +21,18 @@ use tls_support::{self_signed, write_files, HttpsOrigin, TempDir, TestCa, TlsCli
 /// A proxy whose one site is `site` (the keys of a `[[site]]` table, `name` and `default`
 /// added), and a TLS listener when `tls` is given.
 async fn proxy(site: &str, tls: Option<CertFiles>) -> Running {
+    proxy_with(site, tls, Duration::from_secs(2)).await
+}
+
+/// [`proxy`] with this connect timeout (TCP and TLS set-up together).
+async fn proxy_with(site: &str, tls: Option<CertFiles>, connect_timeout: Duration) -> Running {
     let mut config = ServeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         "http://127.0.0.1:1".parse().unwrap(),
     );
     let mut template = UpstreamConfig::new("http://127.0.0.1:1".parse().unwrap());
     template.servers.clear();
-    template.connect_timeout = Duration::from_secs(2);
+    template.connect_timeout = connect_timeout;
     let defaults = SiteDefaults {
         upstream: template,
         store: StoreRules::default(),
@@ -386,6 +391,91 @@ async fn a_site_with_its_own_certificate_is_offered_it_by_sni() {
     assert!(
         wrong.is_err(),
         "shop.test is not offered the listener's certificate"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_the_tls_handshake_is_skipped_like_a_refused_one() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("origin CA");
+    let good = HttpsOrigin::start(&ca.issue(&["localhost"]), "good");
+    // Accepts TCP, then never answers the ClientHello.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_port = stall.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = stall.accept().await {
+            open.push(sock);
+        }
+    });
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let proxy = proxy_with(
+        &format!(
+            "upstream = [\"https://localhost:{stall_port}\", \"https://localhost:{}\"]\nupstream_ca = {:?}\nfail_timeout = \"60s\"",
+            good.addr.port(),
+            ca_file
+        ),
+        None,
+        Duration::from_millis(300),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..6 {
+        let reply = get(&proxy, "shop.test", &format!("/k{i}")).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    assert_eq!(good.hits(), 6);
+    let sites = proxy.proxy.sites();
+    assert!(
+        sites.all()[0].upstream().is_skipped(0),
+        "the stalling server is skipped"
+    );
+    // One handshake timeout at most, not one per request.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_host_is_the_tls_name_of_servers_reached_by_address() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("origin CA");
+    // The certificate names the host only, not the address the server is reached at.
+    let origin = HttpsOrigin::start(&ca.issue(&["origin.internal"]), "by name");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let proxy = proxy(
+        &format!(
+            "upstream = \"https://127.0.0.1:{}\"\nupstream_host = \"origin.internal:{}\"\nupstream_ca = {:?}",
+            origin.addr.port(),
+            origin.addr.port(),
+            ca_file
+        ),
+        None,
+    )
+    .await;
+    let reply = get(&proxy, "shop.test", "/a").await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(origin.last_sni().as_deref(), Some("origin.internal"));
+    assert_eq!(
+        origin.last_host(),
+        Some(format!("origin.internal:{}", origin.addr.port()))
     );
     proxy.shutdown().await;
 }

@@ -706,6 +706,15 @@ impl ServeArgs {
                 ),
             ));
         }
+        if self.connect_timeout >= self.upstream_timeout {
+            return Err(invalid(
+                "--connect-timeout",
+                format!(
+                    "{:?} must be shorter than --upstream-timeout ({:?}): a connection that takes longer would be taken for a slow response, and its server never skipped",
+                    self.connect_timeout, self.upstream_timeout
+                ),
+            ));
+        }
         if self.header_read_timeout.is_zero() {
             return Err(invalid("--header-read-timeout", "must be more than 0s"));
         }

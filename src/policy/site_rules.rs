@@ -136,7 +136,8 @@ pub struct SiteRules {
     /// Request cookies whose presence makes a request bypass the cache (a session cookie).
     pub bypass_cookies: Vec<NamePattern>,
     /// Query parameters left out of the cache key (`utm_*`): requests that differ only in them
-    /// share one entry. They are still sent upstream.
+    /// share one entry. They are left out of the request sent upstream too, so the upstream
+    /// answers exactly what the key names.
     pub ignore_query: Vec<NamePattern>,
 }
 
@@ -146,22 +147,27 @@ impl SiteRules {
     pub fn bypass(&self, path: &str, headers: &HeaderMap) -> Option<Bypass> {
         if !self.bypass_paths.is_empty() {
             let path = normalize_path(path);
-            if self
-                .bypass_paths
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
-            {
+            // `/admin/` also covers `/admin` itself, which origins answer as the same page or
+            // redirect to it.
+            let covers = |rule: &str| {
+                path.starts_with(rule)
+                    || rule
+                        .strip_suffix('/')
+                        .is_some_and(|dir| !dir.is_empty() && path == dir)
+            };
+            if self.bypass_paths.iter().any(|p| covers(p)) {
                 return Some(Bypass::Path);
             }
         }
         if !self.bypass_cookies.is_empty() {
-            let named = headers
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .map(|pair| pair.split('=').next().unwrap_or_default().trim())
-                .any(|name| self.bypass_cookies.iter().any(|p| p.matches(name)));
+            // Read as bytes: a cookie field with a byte outside visible ASCII (a raw UTF-8
+            // value) still names its cookies, and must not hide a session cookie beside it.
+            let named = headers.get_all(COOKIE).iter().any(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(';')
+                    .map(|pair| pair.split('=').next().unwrap_or_default().trim())
+                    .any(|name| self.bypass_cookies.iter().any(|p| p.matches(name)))
+            });
             if named {
                 return Some(Bypass::Cookie);
             }
@@ -205,27 +211,39 @@ impl SiteRules {
     }
 }
 
-/// A path as bypass rules compare it, so that `/%61dmin`, `//admin` and `/x/../admin` cannot
-/// slip a request for `/admin` past a rule (and into the cache): percent-encoded unreserved
-/// characters decoded (RFC 3986 6.2.2.2), runs of `/` merged, and dot segments removed.
+/// A path as bypass rules compare it, so that `/%61dmin`, `//admin`, `/x/../admin`,
+/// `/admin/.` and `/admin;x/` cannot slip a request for `/admin/` past a rule (and into the
+/// cache): percent-encoded unreserved characters decoded (RFC 3986 6.2.2.2), path parameters
+/// (`;...`, which servlet containers drop) cut from each segment, runs of `/` merged, and dot
+/// segments removed (RFC 3986 5.2.4: a last segment `.` or `..` leaves a trailing `/`).
 pub fn normalize_path(path: &str) -> String {
     let decoded = decode_unreserved(path);
     let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = decoded.ends_with('/');
     for segment in decoded.split('/') {
-        match segment {
-            "" | "." => {}
+        let segment = segment.split(';').next().unwrap_or_default();
+        trailing_slash = match segment {
+            "" => trailing_slash,
+            "." => true,
             ".." => {
                 out.pop();
+                true
             }
-            s => out.push(s),
-        }
+            s => {
+                out.push(s);
+                false
+            }
+        };
+    }
+    if decoded.ends_with('/') {
+        trailing_slash = true;
     }
     let mut text = String::with_capacity(decoded.len() + 1);
     for s in &out {
         text.push('/');
         text.push_str(s);
     }
-    if decoded.ends_with('/') || out.is_empty() {
+    if trailing_slash || out.is_empty() {
         text.push('/');
     }
     text
@@ -340,7 +358,12 @@ mod tests {
             ("/./admin/", Some(Bypass::Path)),
             ("/cart", Some(Bypass::Path)),
             ("/cartography", Some(Bypass::Path)),
-            ("/admin", None),
+            ("/admin", Some(Bypass::Path)),
+            ("/admin/.", Some(Bypass::Path)),
+            ("/admin/%2e", Some(Bypass::Path)),
+            ("/admin/x/..", Some(Bypass::Path)),
+            ("/admin;jsessionid=1/users", Some(Bypass::Path)),
+            ("/administrator", None),
             ("/static/admin/", None),
             ("/%2Fadmin/", None),
             ("/", None),
@@ -357,13 +380,15 @@ mod tests {
             (vec!["a=1", "sessionid=x"], Some(Bypass::Cookie)),
             (vec!["wp_logged_in_123=y"], Some(Bypass::Cookie)),
             (vec!["xsessionid=1; session=2"], None),
+            (vec!["name=Jos\u{e9}; sessionid=abc"], Some(Bypass::Cookie)),
             (vec!["a=sessionid"], None),
             (vec![], None),
         ];
         for (cookies, want) in rows {
             let mut headers = HeaderMap::new();
             for c in &cookies {
-                headers.append(COOKIE, HeaderValue::from_str(c).unwrap());
+                // from_bytes: a raw UTF-8 byte in a cookie is what browsers send and hyper accepts.
+                headers.append(COOKIE, HeaderValue::from_bytes(c.as_bytes()).unwrap());
             }
             assert_eq!(rules().bypass("/page", &headers), want, "{cookies:?}");
         }
@@ -404,6 +429,12 @@ mod tests {
             ("/%2f", "/%2f"),
             ("/%zz", "/%zz"),
             ("/%4", "/%4"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/a/..", "/"),
+            ("/a;p=1/b;q", "/a/b"),
+            ("/a/b/", "/a/b/"),
+            ("/a//", "/a/"),
         ];
         for (path, want) in rows {
             assert_eq!(normalize_path(path), want, "{path}");

@@ -427,6 +427,10 @@ impl Proxy {
 pub(crate) struct Target {
     pub(crate) authority: Authority,
     pub(crate) key: Key,
+    /// The target sent upstream: the request's, less the query parameters the site leaves out
+    /// of the key, so that the upstream answers exactly what the key names (an ignored
+    /// parameter the origin read anyway would let one request's answer be stored for others).
+    pub(crate) uri: http::Uri,
     /// The site the authority picked: its upstream, its rules.
     pub(crate) site: Arc<Site>,
 }
@@ -487,9 +491,31 @@ impl Inner {
         };
         let query = site.rules().key_query(parts.uri.query());
         let key = cache_key_with_query(scheme, &authority, parts.uri.path(), query.as_deref());
+        let filtered = match &query {
+            Some(std::borrow::Cow::Owned(_)) => true,
+            None => parts.uri.query().is_some(),
+            Some(std::borrow::Cow::Borrowed(_)) => false,
+        };
+        let uri = if filtered {
+            let path = match parts.uri.path() {
+                "" => "/",
+                p => p,
+            };
+            let target = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            http::Uri::builder()
+                .path_and_query(target)
+                .build()
+                .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad request target".into()))?
+        } else {
+            parts.uri.clone()
+        };
         Ok(Target {
             authority,
             key,
+            uri,
             site: Arc::clone(site),
         })
     }
@@ -1038,7 +1064,7 @@ impl Inner {
     ) -> Request<Body> {
         target.upstream().prepare(
             parts.method.clone(),
-            &parts.uri,
+            &target.uri,
             &parts.headers,
             &target.authority,
             parts.version,
