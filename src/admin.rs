@@ -151,6 +151,14 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body
         "/stats" => json(StatusCode::OK, &stats(state)),
         _ => match parse_purge_query(req.uri().query().unwrap_or("")) {
             Ok(target) => {
+                // A full URL is keyed as a request for it would be (its site's ignored query
+                // parameters left out).
+                let target = match target {
+                    PurgeTarget::Url(url) if url.contains("://") => {
+                        PurgeTarget::Url(state.proxy.site_key(&url))
+                    }
+                    other => other,
+                };
                 let report = state.proxy.purge(&target).await;
                 tracing::info!(?target, purged = report.local, "purge from the admin API");
                 let mut body = serde_json::json!({ "purged": report.local });

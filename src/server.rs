@@ -35,7 +35,7 @@ use crate::body::{self, Body};
 use crate::config::{LogFormat, ServeConfig};
 use crate::metrics::{GaugeGuard, Levels, LiveGauge, RequestCounts};
 use crate::policy::purge::PurgeTarget;
-use crate::proxy::{CacheResult, OverTls, Proxy, SiteName, UpstreamTime};
+use crate::proxy::{CacheResult, OverTls, Proxy, UpstreamTime};
 use crate::revalidate::{Revalidator, Workers};
 use crate::shared::{RedisTier, Shared as SharedTier, SharedConfig};
 use crate::site::{named_certs, SiteConfig, SiteError, Sites};
@@ -126,7 +126,8 @@ impl Reloader {
             ),
             None => None,
         };
-        let sites = Sites::build(configs).map_err(|e| e.to_string())?;
+        let sites =
+            Sites::build_reusing(configs, &self.proxy.sites()).map_err(|e| e.to_string())?;
         let n = sites.all().len();
         self.proxy.replace_sites(sites);
         if let (Some(cert), Some(set)) = (&self.cert, certs) {
@@ -931,22 +932,20 @@ async fn serve_request(
     let (resp, label) = if req.method().as_str() == "PURGE" {
         (purge(shared, req, peer).await, "purge")
     } else {
-        let resp = shared.proxy.handle(req, Some(peer)).await;
+        let (resp, site) = shared.proxy.handle_for_site(req, Some(peer)).await;
         let result = resp
             .extensions()
             .get::<CacheResult>()
             .copied()
             .unwrap_or(CacheResult::Error);
         shared.counts.count(result);
+        if shared.access_log.is_some() {
+            record.site(site.map(|s| Arc::clone(s.name())));
+        }
         (resp, result.as_str())
     };
     let upstream = resp.extensions().get::<UpstreamTime>().map(|t| t.0);
     record.respond(resp.status().as_u16(), label, upstream);
-    record.site(
-        resp.extensions()
-            .get::<SiteName>()
-            .map(|s| Arc::clone(&s.0)),
-    );
     resp.map(|b| LoggedBody::new(b, record))
 }
 
@@ -969,10 +968,19 @@ async fn purge(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Res
         Ok(key) => key,
         Err(refusal) => return refusal.into_response(),
     };
-    let report = shared
+    let mut report = shared
         .proxy
         .purge(&PurgeTarget::Url(key.as_str().to_string()))
         .await;
+    // The URL changed for both listeners: the copy stored under the other scheme goes too.
+    let twin = match key.as_str().split_once("://") {
+        Some(("http", rest)) => Some(format!("https://{rest}")),
+        Some(("https", rest)) => Some(format!("http://{rest}")),
+        _ => None,
+    };
+    if let Some(twin) = twin {
+        report.local += shared.proxy.purge(&PurgeTarget::Url(twin)).await.local;
+    }
     tracing::info!(%ip, key = key.as_str(), purged = report.local, "PURGE");
     let mut body = serde_json::json!({ "purged": report.local, "key": key.as_str() });
     if let Some(tier) = crate::admin::shared_report(&report) {

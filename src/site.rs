@@ -169,6 +169,27 @@ impl Sites {
         Sites::from_sites(sites)
     }
 
+    /// [`Sites::build`] for a reload: a site whose upstream settings (and CA file) are
+    /// unchanged keeps the upstream in service, so its pooled connections, exchange slots and
+    /// skipped servers carry over, and the concurrency bound is not doubled by fills still
+    /// running on the old slots.
+    pub fn build_reusing(configs: &[SiteConfig], previous: &Sites) -> Result<Sites, SiteError> {
+        let sites = configs
+            .iter()
+            .map(|c| {
+                let kept = previous
+                    .all
+                    .iter()
+                    .find(|p| p.config.name == c.name && p.upstream.is_built_from(&c.upstream));
+                match kept {
+                    Some(p) => Ok(Arc::new(Site::with_upstream(c.clone(), p.upstream.clone()))),
+                    None => Site::new(c.clone()).map(Arc::new),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Sites::from_sites(sites)
+    }
+
     /// One site, the default, around `upstream`: what `--upstream` alone configures.
     pub fn single(upstream: Upstream, store: StoreRules) -> Sites {
         let config = SiteConfig {
@@ -370,6 +391,27 @@ mod tests {
             pick("evilshop.example").as_deref(),
             Some("blog"),
             "a suffix is not a subdomain"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_keeps_the_upstreams_whose_settings_did_not_change() {
+        let before =
+            Sites::build(&[config("a", &["a"], false), config("b", &["b"], false)]).unwrap();
+        let mut changed = config("b", &["b"], false);
+        changed.upstream.fail_timeout = std::time::Duration::from_secs(1);
+        let after =
+            Sites::build_reusing(&[config("a", &["a", "a2"], false), changed], &before).unwrap();
+        let same = |i: usize| {
+            before.all()[i]
+                .upstream()
+                .is_same(after.all()[i].upstream())
+        };
+        assert!(same(0), "a kept its upstream");
+        assert!(!same(1), "b's settings changed: a new one");
+        assert!(
+            after.pick(&authority("a2")).is_some(),
+            "the site itself is the new one"
         );
     }
 

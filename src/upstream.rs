@@ -74,7 +74,7 @@ impl UpstreamError {
 }
 
 /// Where requests go and how long they may take.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The upstream's servers (`http://host:port` or `https://host:port`), tried round-robin; a
     /// server's path, if any, is prefixed to every request path sent to it.
@@ -153,6 +153,8 @@ pub struct Upstream {
     /// One permit per exchange in flight; see [`UpstreamConfig::max_concurrency`].
     slots: Arc<Semaphore>,
     config: UpstreamConfig,
+    /// The CA file's bytes when it was read, so that a reload can tell whether it changed.
+    ca_pem: Option<Arc<[u8]>>,
 }
 
 /// The right to run one upstream exchange, held until its response body is done or dropped.
@@ -234,6 +236,12 @@ impl Upstream {
             .as_deref()
             .and_then(|h| HeaderValue::from_str(h).ok());
         let slots = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        let ca_pem = config
+            .tls
+            .ca_file
+            .as_ref()
+            .and_then(|path| std::fs::read(path).ok())
+            .map(Arc::from);
         Ok(Upstream {
             client,
             servers: servers.into(),
@@ -243,7 +251,27 @@ impl Upstream {
             host,
             slots,
             config,
+            ca_pem,
         })
+    }
+
+    /// True when `other` is this same upstream (one pool, one set of slots), not a copy built
+    /// from the same settings.
+    pub fn is_same(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.slots, &other.slots)
+    }
+
+    /// True when this upstream is what `config` would build now: the same settings, and the
+    /// same CA file contents. A reload then keeps it, with its pooled connections, its
+    /// exchange slots and its servers' skip state.
+    pub fn is_built_from(&self, config: &UpstreamConfig) -> bool {
+        if self.config != *config {
+            return false;
+        }
+        match &config.tls.ca_file {
+            None => true,
+            Some(path) => std::fs::read(path).ok().as_deref() == self.ca_pem.as_deref(),
+        }
     }
 
     /// Waits (at most the queue timeout) for an exchange slot. Callers take it *before* they

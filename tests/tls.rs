@@ -479,3 +479,51 @@ async fn upstream_host_is_the_tls_name_of_servers_reached_by_address() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_purge_on_either_listener_removes_both_schemes_copies() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("listener CA");
+    let (origin, _stop) = start_origin(cachet::origin::OriginConfig {
+        latency: Duration::ZERO,
+        body_size: 64,
+        max_age: 3600,
+    })
+    .await;
+    let (cert, key) = write_files(dir.path(), "listener", &ca.issue(&["localhost"]));
+    let mut config = ServeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("http://{}", origin.addr).parse().unwrap(),
+    );
+    config.allow_purge_from = vec!["127.0.0.1/32".parse().unwrap()];
+    config.tls = Some(TlsListen {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        files: CertFiles { cert, key },
+    });
+    let proxy = server::start(config).await.unwrap();
+    let mut h2 = TlsClient::connect(
+        proxy.tls_addr.unwrap(),
+        &ca.cert_pem(),
+        "localhost",
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(h2.get("/p", "shop.test").await.unwrap().status, 200);
+    assert_eq!(get(&proxy, "shop.test", "/p").await.status, 200);
+    assert_eq!(proxy.store().entry_count(), 2, "one entry per scheme");
+    let purged = client()
+        .request(
+            reqwest::Method::from_bytes(b"PURGE").unwrap(),
+            format!("http://{}/p", proxy.addr),
+        )
+        .header("host", "shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&purged.text().await.unwrap()).unwrap();
+    assert_eq!(body["purged"], 2, "{body}");
+    assert_eq!(proxy.store().entry_count(), 0);
+    proxy.shutdown().await;
+}

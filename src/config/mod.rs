@@ -513,8 +513,32 @@ impl ServeConfig {
         })?;
         // The file's other settings are checked too: a reload must not accept a file that the
         // next start would refuse.
-        parse_config_text(path, &text)?;
+        let settings = parse_config_text(path, &text)?;
         let sites = sites::parse_sites(path, &text, &self.site_defaults())?;
+        let refuse = |reason: String| ConfigFileError::Site {
+            path: path.clone(),
+            site: String::new(),
+            reason,
+        };
+        if !sites.is_empty() {
+            if let Some(s) = settings
+                .iter()
+                .find(|s| s.key == "upstream" || s.key == "upstream_host")
+            {
+                return Err(refuse(format!(
+                    "line {}: `{}` is given beside [[site]] tables: set it in the sites",
+                    s.line, s.key
+                )));
+            }
+            if self.tls.is_none() {
+                if let Some(site) = sites.iter().find(|s| s.tls.is_some()) {
+                    return Err(refuse(format!(
+                        "site {:?} has a tls_cert, but there is no TLS listener (tls_listen takes effect on restart)",
+                        site.name
+                    )));
+                }
+            }
+        }
         if self.sites.is_empty() && !sites.is_empty() {
             // Started with --upstream: a start with this file would be refused (both given).
             return Err(ConfigFileError::Site {

@@ -226,9 +226,11 @@ fn site_config(
         let matched = StatusMatch::parse(status).ok_or_else(|| {
             format!("`cache_valid`: {status:?} is not a status (200), a class (4xx) or `any`")
         })?;
+        // Clamped as a max-age is (RFC 9111 1.2.2), so a huge value cannot wrap a ttl.
         let seconds = duration(lifetime)
             .map_err(|e| format!("`cache_valid` {status:?}: {e}"))?
-            .as_secs();
+            .as_secs()
+            .min(crate::policy::cache_control::DELTA_SECONDS_MAX);
         lifetimes.push((matched, seconds));
     }
     let bypass_paths = table
@@ -278,7 +280,8 @@ fn site_config(
 /// A host name (`shop.example`) or a wildcard for the names below one (`*.shop.example`),
 /// lowercase, without a port.
 fn host_pattern(text: &str) -> Result<String, String> {
-    let host = text.trim().to_ascii_lowercase();
+    // `shop.example.` is `shop.example`, as requests are matched.
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
     let name = host.strip_prefix("*.").unwrap_or(&host);
     let valid = !name.is_empty()
         && !name.contains(':')
@@ -321,12 +324,12 @@ mod tests {
             listen = "127.0.0.1:8080"
             [[site]]
             name = "shop"
-            hosts = ["Shop.Example", "*.shop.example"]
+            hosts = ["Shop.Example.", "*.shop.example"]
             upstream = ["http://10.0.0.1:8080", "https://10.0.0.2"]
             upstream_host = "shop.internal"
             upstream_ca = "ca.pem"
             fail_timeout = "3s"
-            cache_valid = { "200" = "10m", "4xx" = "1m", "any" = "5s" }
+            cache_valid = { "200" = "10m", "4xx" = "1m", "any" = "5s", "301" = "1e12" }
             bypass_paths = ["/cart", "//account/"]
             bypass_cookies = ["session", "wp_*"]
             ignore_query = ["utm_*"]
@@ -352,6 +355,10 @@ mod tests {
         assert_eq!(by_status.lookup(http::StatusCode::OK), Some(600));
         assert_eq!(by_status.lookup(http::StatusCode::NOT_FOUND), Some(60));
         assert_eq!(by_status.lookup(http::StatusCode::FOUND), Some(5));
+        assert_eq!(
+            by_status.lookup(http::StatusCode::MOVED_PERMANENTLY),
+            Some(crate::policy::cache_control::DELTA_SECONDS_MAX)
+        );
         assert_eq!(shop.rules.bypass_paths, ["/cart", "/account/"]);
         assert!(sites[1].default);
         assert_eq!(sites[1].upstream.fail_timeout, Duration::from_secs(10));

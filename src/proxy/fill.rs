@@ -95,7 +95,7 @@ pub(super) struct FillRequest {
 impl FillRequest {
     pub(super) fn new(parts: &Parts, target: &Target, client: Option<SocketAddr>) -> Self {
         FillRequest {
-            uri: target.uri.clone(),
+            uri: target.upstream_uri(&parts.uri).clone(),
             authority: target.authority.clone(),
             site: Arc::clone(&target.site),
             version: parts.version,

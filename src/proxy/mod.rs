@@ -92,10 +92,6 @@ impl Default for ProxyConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTime(pub Duration);
 
-/// The site a request was served for, attached as a response extension for the access log.
-#[derive(Debug, Clone)]
-pub struct SiteName(pub Arc<str>);
-
 /// Marks a request that arrived over TLS (a request extension the TLS listener sets): its key's
 /// scheme is `https`, so an entry fetched for `http://` is never served as `https://`.
 #[derive(Debug, Clone, Copy)]
@@ -345,6 +341,23 @@ impl Proxy {
         sites.all().iter().map(|s| s.upstream().free_slots()).sum()
     }
 
+    /// `key` (a full `scheme://authority/path?query` key) as the store holds it: filtered by
+    /// the query rules of the site its authority picks (unchanged when none does).
+    pub fn site_key(&self, key: &str) -> String {
+        let Some((scheme, rest)) = key.split_once("://") else {
+            return key.to_string();
+        };
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let sites = self.inner.sites.current();
+        match Authority::parse(authority, scheme)
+            .ok()
+            .and_then(|a| sites.pick(&a).cloned())
+        {
+            Some(site) => site.rules().filter_key(key),
+            None => key.to_string(),
+        }
+    }
+
     /// The cache key a request is stored under (its validated effective authority and target),
     /// or the refusal the proxy would answer it with; used by PURGE.
     pub fn key_of(&self, parts: &Parts) -> Result<Key, Refusal> {
@@ -357,6 +370,17 @@ impl Proxy {
         req: Request<Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<Body> {
+        self.handle_for_site(req, client).await.0
+    }
+
+    /// [`Proxy::handle`], also returning the site that served the request (none when it was
+    /// refused before one was picked), for the access log. Returned beside the response rather
+    /// than in its extensions: an extension insert is a map insert on every hit.
+    pub async fn handle_for_site(
+        &self,
+        req: Request<Incoming>,
+        client: Option<SocketAddr>,
+    ) -> (Response<Body>, Option<Arc<Site>>) {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
         let mut site = None;
@@ -411,12 +435,10 @@ impl Proxy {
             .extensions_mut()
             .get_or_insert_with(|| CacheResult::Error);
         metrics::record_request(result, started.elapsed());
-        if let Some(site) = site {
+        if let Some(site) = &site {
             site.series().record(result);
-            resp.extensions_mut()
-                .insert(SiteName(Arc::clone(site.name())));
         }
-        resp
+        (resp, site)
     }
 }
 
@@ -427,10 +449,11 @@ impl Proxy {
 pub(crate) struct Target {
     pub(crate) authority: Authority,
     pub(crate) key: Key,
-    /// The target sent upstream: the request's, less the query parameters the site leaves out
-    /// of the key, so that the upstream answers exactly what the key names (an ignored
-    /// parameter the origin read anyway would let one request's answer be stored for others).
-    pub(crate) uri: http::Uri,
+    /// The target sent upstream when it is not the request's own: the request's less the query
+    /// parameters the site leaves out of the key, so that the upstream answers exactly what the
+    /// key names (an ignored parameter the origin read anyway would let one request's answer be
+    /// stored for others). `None` (the common case, and every hit) costs no copy.
+    pub(crate) filtered_uri: Option<Box<http::Uri>>,
     /// The site the authority picked: its upstream, its rules.
     pub(crate) site: Arc<Site>,
 }
@@ -438,6 +461,11 @@ pub(crate) struct Target {
 impl Target {
     fn upstream(&self) -> &Upstream {
         self.site.upstream()
+    }
+
+    /// The target to send upstream for a request whose own is `requested`.
+    pub(crate) fn upstream_uri<'a>(&'a self, requested: &'a http::Uri) -> &'a http::Uri {
+        self.filtered_uri.as_deref().unwrap_or(requested)
     }
 }
 
@@ -496,7 +524,7 @@ impl Inner {
             None => parts.uri.query().is_some(),
             Some(std::borrow::Cow::Borrowed(_)) => false,
         };
-        let uri = if filtered {
+        let filtered_uri = if filtered {
             let path = match parts.uri.path() {
                 "" => "/",
                 p => p,
@@ -505,17 +533,18 @@ impl Inner {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
             };
-            http::Uri::builder()
+            let uri = http::Uri::builder()
                 .path_and_query(target)
                 .build()
-                .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad request target".into()))?
+                .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "bad request target".into()))?;
+            Some(Box::new(uri))
         } else {
-            parts.uri.clone()
+            None
         };
         Ok(Target {
             authority,
             key,
-            uri,
+            filtered_uri,
             site: Arc::clone(site),
         })
     }
@@ -1064,7 +1093,7 @@ impl Inner {
     ) -> Request<Body> {
         target.upstream().prepare(
             parts.method.clone(),
-            &target.uri,
+            target.upstream_uri(&parts.uri),
             &parts.headers,
             &target.authority,
             parts.version,
