@@ -71,8 +71,7 @@ struct SiteTable {
     upstream: OneOrMany,
     upstream_host: Option<String>,
     upstream_ca: Option<PathBuf>,
-    #[serde(default)]
-    upstream_insecure_skip_tls_verify: bool,
+    upstream_insecure_skip_tls_verify: Option<bool>,
     fail_timeout: Option<String>,
     #[serde(default)]
     cache_valid: BTreeMap<String, String>,
@@ -218,8 +217,10 @@ fn site_config(
     };
     let tls = UpstreamTls {
         ca_file,
-        insecure_skip_verify: table.upstream_insecure_skip_tls_verify
-            || defaults.upstream.tls.insecure_skip_verify,
+        // The site's own setting wins either way: a site can verify under a global opt-out.
+        insecure_skip_verify: table
+            .upstream_insecure_skip_tls_verify
+            .unwrap_or(defaults.upstream.tls.insecure_skip_verify),
     };
     let mut lifetimes = Vec::with_capacity(table.cache_valid.len());
     for (status, lifetime) in &table.cache_valid {
