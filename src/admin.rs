@@ -214,7 +214,37 @@ pub fn stats(state: &AdminState) -> serde_json::Value {
         },
         "connections": state.levels.connections.get(),
         "in_flight": state.levels.in_flight.get(),
+        "sites": sites_report(&state.proxy),
     })
+}
+
+/// Each site in service: its hosts, and each upstream server with whether it is being skipped
+/// after a failed connection, so an operator can see which servers are out.
+pub fn sites_report(proxy: &Proxy) -> serde_json::Value {
+    let sites = proxy.sites();
+    sites
+        .all()
+        .iter()
+        .map(|site| {
+            let upstream = site.upstream();
+            let servers: Vec<serde_json::Value> = upstream
+                .config()
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    serde_json::json!({ "url": url.to_string(), "skipped": upstream.is_skipped(i) })
+                })
+                .collect();
+            serde_json::json!({
+                "name": &**site.name(),
+                "hosts": site.config().hosts,
+                "default": site.config().default,
+                "servers": servers,
+                "upstream_slots_free": upstream.free_slots(),
+            })
+        })
+        .collect()
 }
 
 /// Compares the `Authorization` header with the token without stopping at the first differing

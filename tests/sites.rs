@@ -191,6 +191,11 @@ async fn a_server_that_refuses_connections_is_skipped_and_no_request_fails() {
     let upstream = sites.all()[0].upstream();
     assert!(upstream.is_skipped(0), "the dead server is being skipped");
     assert!(!upstream.is_skipped(1));
+    // What /stats shows the operator.
+    let report = cachet::admin::sites_report(&proxy.proxy);
+    assert_eq!(report[0]["name"], "pair");
+    assert_eq!(report[0]["servers"][0]["skipped"], true, "{report}");
+    assert_eq!(report[0]["servers"][1]["skipped"], false, "{report}");
     // A request with a body cannot be retried on the next server (its body went with the
     // first attempt); with the dead server skipped it goes to the live one.
     let post = client()
