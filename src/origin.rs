@@ -183,14 +183,23 @@ pub fn body_for(path: &str, version: &str, size: usize) -> Bytes {
     for b in path.bytes().chain(version.bytes()) {
         seed = (seed ^ b as u32).wrapping_mul(16777619);
     }
-    let mut body = Vec::with_capacity(size);
+    // xorshift: deterministic, and not all one byte, so truncation is visible. One period of it
+    // is generated and then repeated: a 48 MiB body costs copies, not 48 million steps (which a
+    // debug build on a loaded machine took seconds over). The period, a prime, lines up with no
+    // buffer or range size a test uses.
+    const PERIOD: usize = 65_521;
+    let mut block = Vec::with_capacity(size.min(PERIOD));
     let mut x = seed | 1;
-    for _ in 0..size {
-        // xorshift: cheap, deterministic, and not all one byte, so truncation is visible.
+    for _ in 0..size.min(PERIOD) {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        body.push(b'a' + (x % 26) as u8);
+        block.push(b'a' + (x % 26) as u8);
+    }
+    let mut body = Vec::with_capacity(size);
+    while body.len() < size {
+        let take = (size - body.len()).min(block.len());
+        body.extend_from_slice(&block[..take]);
     }
     Bytes::from(body)
 }

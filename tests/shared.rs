@@ -548,6 +548,20 @@ async fn a_stalled_redis_costs_requests_no_more_than_the_timeout_and_then_nothin
     config.timeout = timeout;
     let fleet = fleet(2, Some(config), Duration::ZERO, Backend::Moka).await;
     fleet.get(0, "/warm").await; // connected
+                                 // The same requests with Redis answering first: on a loaded machine some requests are slow
+                                 // whatever Redis does, and only those beyond that count against the stalled tier.
+    let mut slow_anyway = 0;
+    let mut worst_anyway = Duration::ZERO;
+    for n in 0..200 {
+        let started = Instant::now();
+        let r = fleet.get(n % 2, &format!("/answering/{n}")).await;
+        assert_eq!(r.status, 200);
+        let took = started.elapsed();
+        worst_anyway = worst_anyway.max(took);
+        if took > timeout * 3 / 4 {
+            slow_anyway += 1;
+        }
+    }
     redis.pause();
     let mut slow = 0;
     let mut worst = Duration::ZERO;
@@ -570,14 +584,17 @@ async fn a_stalled_redis_costs_requests_no_more_than_the_timeout_and_then_nothin
     // timeouts; three failures in a row open the breaker and later requests skip the tier. So a
     // handful pay at most two timeouts, not all 200 and not the writes' longer timeout. (The
     // bound on the worst is generous for a debug build on a loaded machine.)
-    eprintln!("stalled Redis, {timeout:?} timeout: {slow} of 200 requests slow, worst {worst:?}");
-    assert!(
-        slow <= 10,
-        "{slow} of 200 requests waited on the stalled Redis"
+    eprintln!(
+        "stalled Redis, {timeout:?} timeout: {slow} of 200 requests slow, worst {worst:?} \
+         (answering Redis: {slow_anyway} slow, worst {worst_anyway:?})"
     );
     assert!(
-        worst < timeout * 2 + Duration::from_millis(150),
-        "worst request {worst:?}"
+        slow <= slow_anyway + 10,
+        "{slow} of 200 requests waited on the stalled Redis ({slow_anyway} were slow with it answering)"
+    );
+    assert!(
+        worst < timeout * 2 + worst_anyway.max(Duration::from_millis(150)),
+        "worst request {worst:?} (answering Redis: {worst_anyway:?})"
     );
 }
 
