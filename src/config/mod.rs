@@ -47,7 +47,7 @@ pub struct ServeArgs {
 
     /// The origin to forward to, as an http:// or https:// URL (e.g. http://127.0.0.1:9000).
     /// Required, here, in CACHET_UPSTREAM or in the config file, unless the file declares
-    /// [[site]] tables (each with its own upstream).
+    /// `[[site]]` tables (each with its own upstream).
     #[arg(long, env = "CACHET_UPSTREAM", value_parser = parse_upstream, value_name = "URL")]
     pub upstream: Option<Uri>,
 
